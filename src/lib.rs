@@ -1,0 +1,106 @@
+//! Graceful shutdown for the concurrent work inside one long-running program, on any async
+//! executor.
+//!
+//! A program runs **services** — long-lived futures such as an accept loop or a queue
+//! consumer — and **sessions** — units of work that come and go, such as one connection or
+//! one job. When the program is told to stop, a [`Lifecycle`]:
+//!
+//! 1. stops admitting work: new sessions and services are [`Refused`], never dropped;
+//! 2. fires every service's [`StopSignal`] (and each session's [`Session::draining`]);
+//! 3. waits for what is in flight, up to a grace deadline measured on a pluggable
+//!    [`Clock`];
+//! 4. abandons the stragglers at the deadline and names them;
+//! 5. complains loudly (through `tracing`) about every service that ended uncleanly —
+//!    error, panic, early return — and catches every panic with its payload;
+//! 6. returns a [`Report`] whose [`exit_code`](Report::exit_code) tells an orchestrator
+//!    what happened.
+//!
+//! The states are `Running → Draining → Terminated | Abandoned`; the transitions live in a
+//! pure, clock-free [`machine`], which the async shell feeds. Time comes from a [`Clock`]: a
+//! [`ManualClock`] makes every deadline deterministic in tests.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use async_lifecycle::{Lifecycle, ManualClock, ServiceOutcome, State};
+//! use futures::executor::LocalPool;
+//! use futures::task::LocalSpawnExt;
+//!
+//! let clock = ManualClock::new();
+//! let lc = Lifecycle::builder()
+//!     .grace(Duration::from_secs(10))
+//!     .clock(clock.clone())
+//!     .build();
+//!
+//! // A service that honours its stop signal, and one that ignores it.
+//! lc.service("worker", |stop| async move {
+//!     stop.await;
+//!     Ok::<(), std::io::Error>(())
+//! })?;
+//! lc.service("producer", |_stop| futures::future::pending::<()>())?;
+//! // A session in flight that never ends on its own.
+//! let conn = lc.session("conn 10.0.0.7:5123")?;
+//!
+//! let mut pool = LocalPool::new();
+//! let wait = pool.spawner().spawn_local_with_handle(lc.wait()).unwrap();
+//! pool.run_until_stalled();
+//!
+//! lc.stop("deploy");
+//! pool.run_until_stalled();
+//! assert_eq!(lc.state(), State::Draining);
+//!
+//! clock.advance(Duration::from_secs(10)); // the grace period runs out
+//! let report = pool.run_until(wait);
+//!
+//! assert_eq!(report.state(), State::Abandoned);
+//! assert_eq!(report.service("worker").unwrap().outcome(), &ServiceOutcome::Stopped);
+//! assert_eq!(report.service("producer").unwrap().outcome(), &ServiceOutcome::Abandoned);
+//! assert_eq!(report.sessions().abandoned()[0].name(), "conn 10.0.0.7:5123");
+//! assert_eq!(report.exit_code(), 2);
+//! println!("{report}");
+//! # drop(conn);
+//! # Ok::<(), async_lifecycle::Refused>(())
+//! ```
+//!
+//! # Features
+//!
+//! - `tracing` (default): complaints go to `tracing` at error level, target
+//!   `async_lifecycle`. Without it they are written to standard error.
+//!
+//! # Comparison with neighbours
+//!
+//! - **tokio-util's `CancellationToken` + `TaskTracker`**: the cheapest primitives, but no
+//!   deadline, no names, no report of errors or panics, and tokio only. A session here costs
+//!   what a `TaskTracker` token costs, and adds the deadline and the report.
+//! - **tokio-graceful-shutdown**: a subsystem tree with signals and one timeout, tokio only;
+//!   stragglers are logged but not returned and panic payloads are dropped. Here the report
+//!   is a value you can assert on, and sessions are cheap enough for every request.
+//! - **drain**, **async-shutdown**: signal and wait-for-release, with no deadline and no
+//!   names.
+//! - **swansong**: executor-agnostic like this crate, but without a deadline, an abandon
+//!   step or a report.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+
+pub mod clock;
+mod complain;
+mod error;
+mod lifecycle;
+mod loom;
+pub mod machine;
+mod service;
+mod session;
+mod shared;
+mod sync;
+
+pub use clock::{Clock, ManualClock, Sleep, SystemClock};
+pub use error::Refused;
+pub use lifecycle::{Builder, DEFAULT_GRACE, Lifecycle, Wait};
+pub use machine::{
+    AbandonedSession, FailurePolicy, Report, ServiceOutcome, ServiceReport, SessionReport,
+    State, StopCause,
+};
+pub use service::{ServiceResult, StopSignal};
+pub use session::Session;

@@ -1,0 +1,203 @@
+//! Services: long-lived futures, each handed a [`StopSignal`], run to completion under a
+//! panic catcher that reports how they ended.
+
+use std::any::Any;
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
+use futures_util::future::{Abortable, CatchUnwind};
+
+use crate::machine::{Exit, ServiceId, StopCause};
+use crate::shared::Shared;
+
+/// What a service's future may return: `()`, or `Result<(), E>` for any error that converts
+/// into `Box<dyn Error + Send + Sync>` (every `std::error::Error`, `String`, `&str`,
+/// `anyhow::Error`, …).
+///
+/// An error is recorded with its whole `source()` chain.
+pub trait ServiceResult: Send + 'static {
+    /// How the service ended.
+    fn into_exit(self) -> Exit;
+}
+
+impl ServiceResult for () {
+    fn into_exit(self) -> Exit {
+        Exit::Ok
+    }
+}
+
+impl<E> ServiceResult for Result<(), E>
+where
+    E: Into<Box<dyn Error + Send + Sync>> + Send + 'static,
+{
+    fn into_exit(self) -> Exit {
+        match self {
+            Ok(()) => Exit::Ok,
+            Err(error) => Exit::Err(error_chain(&*error.into())),
+        }
+    }
+}
+
+/// The error and its sources, joined with `": "`.
+fn error_chain(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The text of a panic payload: the message for `&str` and `String` payloads.
+pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic payload of a non-string type".to_owned()
+    }
+}
+
+type Body = Pin<Box<dyn Future<Output = Exit> + Send>>;
+
+/// A service's future as the lifecycle drives it: abortable, panic-catching, and reporting
+/// its exit exactly once — even when it is dropped unfinished.
+pub(crate) struct ServiceTask {
+    shared: Arc<Shared>,
+    id: Option<ServiceId>,
+    body: Abortable<CatchUnwind<AssertUnwindSafe<Body>>>,
+}
+
+impl ServiceTask {
+    pub(crate) fn new<R: ServiceResult>(
+        shared: Arc<Shared>,
+        body: impl Future<Output = R> + Send + 'static,
+        registration: futures_util::future::AbortRegistration,
+    ) -> Self {
+        let body: Body = Box::pin(body.map(ServiceResult::into_exit));
+        ServiceTask {
+            shared,
+            id: None,
+            body: Abortable::new(AssertUnwindSafe(body).catch_unwind(), registration),
+        }
+    }
+
+    pub(crate) fn set_id(&mut self, id: ServiceId) {
+        self.id = Some(id);
+    }
+
+    fn finish(&mut self, exit: Exit) {
+        if let Some(id) = self.id.take() {
+            self.shared.service_exited(id, exit);
+        }
+    }
+}
+
+impl fmt::Debug for ServiceTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceTask").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Future for ServiceTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let exit = match self.body.poll_unpin(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(Ok(exit))) => exit,
+            Poll::Ready(Ok(Err(payload))) => Exit::Panic(panic_text(&*payload)),
+            // Aborted only once the lifecycle was abandoned; the machine already recorded it.
+            Poll::Ready(Err(_aborted)) => Exit::Dropped,
+        };
+        self.finish(exit);
+        Poll::Ready(())
+    }
+}
+
+impl Drop for ServiceTask {
+    fn drop(&mut self) {
+        self.finish(Exit::Dropped);
+    }
+}
+
+/// Resolves when the lifecycle starts draining: the moment to stop taking new work and wrap
+/// up what is in flight.
+///
+/// Every service is handed one; [`Session::draining`](crate::Session::draining) and
+/// [`Lifecycle::stop_signal`](crate::Lifecycle::stop_signal) give more. It is level-triggered:
+/// once the stop was requested, it is ready at every poll, so it can sit in a `select!` loop.
+/// Cloning it is cheap; each clone waits on its own.
+///
+/// # Examples
+///
+/// ```
+/// use async_lifecycle::Lifecycle;
+///
+/// let lc = Lifecycle::new();
+/// let stop = lc.stop_signal();
+/// assert!(!stop.is_stopped());
+/// lc.stop("deploy");
+/// futures::executor::block_on(stop.clone());
+/// assert!(stop.is_stopped());
+/// assert_eq!(stop.cause().unwrap().to_string(), "requested: deploy");
+/// ```
+#[must_use = "futures do nothing unless you .await or poll them"]
+pub struct StopSignal {
+    shared: Arc<Shared>,
+    key: Option<usize>,
+}
+
+impl StopSignal {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        StopSignal { shared, key: None }
+    }
+
+    /// Whether the stop was requested.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stop.is_fired()
+    }
+
+    /// Why the lifecycle stopped, once it did.
+    pub fn cause(&self) -> Option<StopCause> {
+        self.shared.cause()
+    }
+}
+
+impl Clone for StopSignal {
+    fn clone(&self) -> Self {
+        StopSignal::new(self.shared.clone())
+    }
+}
+
+impl Future for StopSignal {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        this.shared.stop.poll_wait(&mut this.key, cx)
+    }
+}
+
+impl Drop for StopSignal {
+    fn drop(&mut self) {
+        self.shared.stop.cancel(&mut self.key);
+    }
+}
+
+impl fmt::Debug for StopSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StopSignal")
+            .field("stopped", &self.is_stopped())
+            .finish()
+    }
+}

@@ -1,0 +1,12 @@
+//! The concurrent primitives under the async shell. Each has a loom model in `tests/loom.rs`.
+//!
+//! - [`Gate`]: session admission — one atomic word packing "closed", the live count and the
+//!   admitted count, so begin and end are one read-modify-write each.
+//! - [`Broadcast`]: a one-shot, level-triggered notification with any number of waiters
+//!   (the stop signal, the "finished" signal).
+
+mod broadcast;
+pub(crate) mod gate;
+
+pub(crate) use broadcast::Broadcast;
+pub(crate) use gate::Gate;
