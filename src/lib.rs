@@ -104,3 +104,8 @@ pub use machine::{
 };
 pub use service::{ServiceResult, StopSignal};
 pub use session::Session;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
