@@ -14,7 +14,11 @@ pub(crate) fn sessions(census: &SessionTally) {
         #[cfg(feature = "tracing")]
         tracing::error!(target: "async_lifecycle", session = s.name(), age = ?s.age(), "session abandoned");
         #[cfg(not(feature = "tracing"))]
-        eprintln!("async-lifecycle: session \"{}\" abandoned after {:?}", s.name(), s.age());
+        eprintln!(
+            "async-lifecycle: session \"{}\" abandoned after {:?}",
+            s.name(),
+            s.age()
+        );
     }
     if census.abandoned_unnamed > 0 {
         let n = census.abandoned_unnamed;

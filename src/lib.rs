@@ -82,7 +82,12 @@
 //!   step or a report.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 
 pub mod clock;
 mod complain;
@@ -99,8 +104,8 @@ pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use error::Refused;
 pub use lifecycle::{Builder, DEFAULT_GRACE, Lifecycle, Wait};
 pub use machine::{
-    AbandonedSession, FailurePolicy, Report, ServiceOutcome, ServiceReport, SessionReport,
-    State, StopCause,
+    AbandonedSession, FailurePolicy, Report, ServiceOutcome, ServiceReport, SessionReport, State,
+    StopCause,
 };
 pub use service::{ServiceResult, StopSignal};
 pub use session::Session;

@@ -13,13 +13,13 @@ use futures_util::StreamExt;
 use futures_util::future::AbortHandle;
 use futures_util::stream::FuturesUnordered;
 
+use crate::Refused;
 use crate::clock::{Clock, Sleep, SystemClock};
 use crate::loom::lock;
 use crate::machine::{FailurePolicy, Machine, Report, State, StopCause};
 use crate::service::{ServiceResult, ServiceTask, StopSignal};
 use crate::session::{Session, refuse};
 use crate::shared::{NamedSession, Shared, Spawner};
-use crate::Refused;
 
 /// The grace period used when none is configured: 30 s, Kubernetes' default
 /// `terminationGracePeriodSeconds`.
@@ -360,13 +360,21 @@ impl Future for Wait {
             }
             // Register before looking at the deadline, so a stop in between is not missed.
             let draining = shared.stop.poll_wait(&mut this.stop_key, cx).is_ready();
-            if shared.finished.poll_wait(&mut this.finished_key, cx).is_ready() {
+            if shared
+                .finished
+                .poll_wait(&mut this.finished_key, cx)
+                .is_ready()
+            {
                 continue;
             }
             if let (true, Some(deadline)) = (draining, shared.deadline()) {
                 let sleep = match &mut this.sleep {
                     Some((armed, sleep)) if *armed == deadline => sleep,
-                    slot => &mut slot.insert((deadline, shared.clock.sleep_until(deadline))).1,
+                    slot => {
+                        &mut slot
+                            .insert((deadline, shared.clock.sleep_until(deadline)))
+                            .1
+                    }
                 };
                 if sleep.as_mut().poll(cx).is_ready() {
                     this.sleep = None;

@@ -14,5 +14,7 @@ pub(crate) use std::sync::{Mutex, MutexGuard};
 /// Locks `mutex`, ignoring poisoning: every critical section in this crate leaves its data
 /// consistent before anything in it can panic, so a poisoned lock holds valid data.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -104,7 +104,9 @@ impl ServiceTask {
 
 impl fmt::Debug for ServiceTask {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServiceTask").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("ServiceTask")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 

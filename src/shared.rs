@@ -208,7 +208,9 @@ impl Shared {
         let live = self.gate.live();
         let abandoned: Vec<AbandonedSession> = registry
             .iter()
-            .map(|(_, s)| AbandonedSession::new(s.name.clone(), now.saturating_duration_since(s.began)))
+            .map(|(_, s)| {
+                AbandonedSession::new(s.name.clone(), now.saturating_duration_since(s.began))
+            })
             .collect();
         let abandoned_unnamed = live.saturating_sub(abandoned.len() as u64);
         SessionTally {

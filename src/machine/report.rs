@@ -138,7 +138,12 @@ impl fmt::Display for Report {
             writeln!(f, "services: none")?;
         } else {
             writeln!(f, "services:")?;
-            let width = self.services.iter().map(|s| s.name.len()).max().unwrap_or(0);
+            let width = self
+                .services
+                .iter()
+                .map(|s| s.name.len())
+                .max()
+                .unwrap_or(0);
             for s in &self.services {
                 let mark = if s.outcome.is_clean() { "ok  " } else { "FAIL" };
                 writeln!(

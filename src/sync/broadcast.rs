@@ -108,3 +108,65 @@ impl Broadcast {
         lock(&self.waiters).wakers.len()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use super::*;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (count.clone(), Waker::from(count))
+    }
+
+    #[test]
+    fn fire_wakes_every_waiter_once_and_stays_fired() {
+        let b = Broadcast::new();
+        let (count, waker) = counting();
+        let mut cx = Context::from_waker(&waker);
+        let mut keys = [None; 3];
+        for key in &mut keys {
+            assert!(b.poll_wait(key, &mut cx).is_pending());
+        }
+        // Re-polling refreshes in place instead of registering again.
+        assert!(b.poll_wait(&mut keys[0], &mut cx).is_pending());
+        assert_eq!(b.waiters(), 3);
+        assert!(b.fire());
+        assert!(!b.fire(), "a second fire is a no-op");
+        assert_eq!(count.0.load(Ordering::SeqCst), 3);
+        for key in &mut keys {
+            assert!(b.poll_wait(key, &mut cx).is_ready());
+            assert_eq!(*key, None);
+        }
+        let mut fresh = None;
+        assert!(
+            b.poll_wait(&mut fresh, &mut cx).is_ready(),
+            "late waiters are ready at once"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_waiter_is_not_woken() {
+        let b = Broadcast::new();
+        let (count, waker) = counting();
+        let mut cx = Context::from_waker(&waker);
+        let (mut kept, mut gone) = (None, None);
+        assert!(b.poll_wait(&mut kept, &mut cx).is_pending());
+        assert!(b.poll_wait(&mut gone, &mut cx).is_pending());
+        b.cancel(&mut gone);
+        assert_eq!(b.waiters(), 1);
+        b.fire();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        b.cancel(&mut kept); // after firing: a no-op, not a panic
+    }
+}
