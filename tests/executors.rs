@@ -13,7 +13,10 @@ use futures::{FutureExt, StreamExt};
 const JOBS: u64 = 100;
 
 /// Runs the scenario. `spawn` runs a helper task on the executor under test.
-async fn scenario(lc: Lifecycle, spawn: impl Fn(futures::future::BoxFuture<'static, ()>)) -> Report {
+async fn scenario(
+    lc: Lifecycle,
+    spawn: impl Fn(futures::future::BoxFuture<'static, ()>),
+) -> Report {
     let (jobs_tx, jobs_rx) = async_channel::unbounded::<u64>();
     let (acks_tx, mut acks_rx) = futures::channel::mpsc::unbounded::<u64>();
 
@@ -65,7 +68,10 @@ async fn scenario(lc: Lifecycle, spawn: impl Fn(futures::future::BoxFuture<'stat
 
 fn check(report: &Report) {
     assert_eq!(report.state(), State::Terminated, "{report}");
-    assert_eq!(report.service("worker").unwrap().outcome(), &ServiceOutcome::Stopped);
+    assert_eq!(
+        report.service("worker").unwrap().outcome(),
+        &ServiceOutcome::Stopped
+    );
     assert_eq!(report.sessions().admitted(), JOBS + 1);
     assert_eq!(report.sessions().completed(), JOBS + 1);
     assert_eq!(report.exit_code(), 0);
@@ -87,7 +93,10 @@ fn futures_executor_block_on() {
 
 #[test]
 fn tokio_current_thread_driven_by_wait() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let report = rt.block_on(scenario(lifecycle().build(), |f| {
         tokio::spawn(f);
     }));
