@@ -72,10 +72,7 @@ impl Drop for Owner {
         self.shared
             .apply(|m, now| m.stop(now, StopCause::HandlesDropped));
         // No one is left to drive the queued services: drop them, which reports them.
-        self.shared.queue_rx.close();
-        while let Ok(task) = self.shared.queue_rx.try_recv() {
-            drop(task);
-        }
+        self.shared.drop_queued_services();
     }
 }
 

@@ -221,6 +221,16 @@ impl Shared {
         }
     }
 
+    /// Closes the queue of services waiting for a driver and drops what is in it: each
+    /// dropped task reports itself (ignored by a final machine). This also breaks the cycle
+    /// queue → task → shared. Must not be called with `core` held.
+    pub(crate) fn drop_queued_services(&self) {
+        self.queue_rx.close();
+        while let Ok(task) = self.queue_rx.try_recv() {
+            drop(task);
+        }
+    }
+
     fn carry_out(&self, effects: Effects) {
         if effects.fire_stop {
             self.stop.fire();
@@ -237,13 +247,8 @@ impl Shared {
             abort.abort();
         }
         if effects.fire_finished {
-            // Services never picked up by a driver will never run: drop them now (their
-            // drop reports them, and the machine, being final, ignores it). Dropping them
-            // also breaks the cycle queue → task → shared.
-            self.queue_rx.close();
-            while let Ok(task) = self.queue_rx.try_recv() {
-                drop(task);
-            }
+            // Services never picked up by a driver will never run now.
+            self.drop_queued_services();
             self.finished.fire();
         }
     }
