@@ -67,6 +67,12 @@
 //!
 //! - `tracing` (default): complaints go to `tracing` at error level, target
 //!   `async_lifecycle`. Without it they are written to standard error.
+//! - `signal` (Unix): the first SIGINT or SIGTERM stops the lifecycle, a second one forces
+//!   it; `Lifecycle::run_until_signal` is the one call for `main` (module `signal`).
+//! - `tokio`: `tokio::TokioClock` (tokio's timer, paused test time included) and a tokio
+//!   spawner for services (module `tokio`).
+//! - `async-io`: `async_io::AsyncIoClock` (async-io's timer, for smol and async-std) and a
+//!   smol spawner for services (module `async_io`).
 //!
 //! # Comparison with neighbours
 //!
@@ -89,6 +95,8 @@
     unreachable_pub
 )]
 
+#[cfg(feature = "async-io")]
+pub mod async_io;
 pub mod clock;
 mod complain;
 mod error;
@@ -98,7 +106,11 @@ pub mod machine;
 mod service;
 mod session;
 mod shared;
+#[cfg(all(feature = "signal", unix))]
+pub mod signal;
 mod sync;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use error::Refused;

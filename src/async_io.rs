@@ -1,0 +1,147 @@
+//! The [async-io](::async_io) adapters, for smol and async-std: async-io's timer as the
+//! lifecycle's [`Clock`], and a smol executor as the spawner for services.
+//!
+//! async-io's timers are driven by its reactor, which runs on a thread of its own when no
+//! executor drives it, so [`AsyncIoClock`] works under any executor (and `block_on`).
+//! [`spawner`] runs each service as a task of an [`Executor`] — `smol::Executor` is that
+//! type.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use async_executor::Executor;
+//! use async_lifecycle::Lifecycle;
+//! use async_lifecycle::async_io::BuilderExt;
+//!
+//! let ex = Arc::new(Executor::new());
+//! let lc = Lifecycle::builder()
+//!     .grace(Duration::from_secs(10))
+//!     .smol(ex.clone())
+//!     .build();
+//! lc.service("ticker", |stop| async move {
+//!     stop.await;
+//!     Ok::<(), std::io::Error>(())
+//! })
+//! .unwrap();
+//! lc.stop("demo over");
+//! let report = async_io::block_on(ex.run(lc.wait()));
+//! assert_eq!(report.exit_code(), 0);
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::async_io::Timer;
+use async_executor::Executor;
+
+use crate::{Builder, Clock, Sleep};
+
+/// async-io's timer as the lifecycle's [`Clock`]: `now()` is [`Instant::now`], sleeps are
+/// [`async_io::Timer`](::async_io::Timer)s.
+///
+/// Use it with smol or async-std, whose reactor is async-io's; it needs no runtime to be
+/// entered and works under any executor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsyncIoClock;
+
+impl AsyncIoClock {
+    /// Creates the async-io clock.
+    pub const fn new() -> Self {
+        AsyncIoClock
+    }
+}
+
+impl Clock for AsyncIoClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        let timer = Timer::at(deadline);
+        Box::pin(async move {
+            timer.await;
+        })
+    }
+}
+
+/// A spawner for [`Builder::spawner`] that runs every service as a detached task of `ex`
+/// (a `smol::Executor`). The executor must be run — `ex.run(…)` — for services to make
+/// progress.
+pub fn spawner(
+    ex: Arc<Executor<'static>>,
+) -> impl Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync + 'static {
+    move |service| {
+        // The task reports its own end to the lifecycle; it need not be awaited.
+        ex.spawn(service).detach();
+    }
+}
+
+/// Configures a [`Builder`] for async-io in one call.
+pub trait BuilderExt: sealed::Sealed {
+    /// Uses [`AsyncIoClock`]; services stay driven by [`Lifecycle::wait`](crate::Lifecycle::wait).
+    fn async_io(self) -> Builder;
+
+    /// Uses [`AsyncIoClock`] and runs services as tasks of `ex` (see [`spawner`]).
+    fn smol(self, ex: Arc<Executor<'static>>) -> Builder;
+}
+
+impl BuilderExt for Builder {
+    fn async_io(self) -> Builder {
+        self.clock(AsyncIoClock)
+    }
+
+    fn smol(self, ex: Arc<Executor<'static>>) -> Builder {
+        self.clock(AsyncIoClock).spawner(spawner(ex))
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::Builder {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Lifecycle, ServiceOutcome, State};
+
+    #[test]
+    fn the_grace_deadline_fires_on_an_async_io_timer() {
+        let grace = Duration::from_millis(50);
+        let lc = Lifecycle::builder().grace(grace).async_io().build();
+        lc.service("stubborn", |_stop| std::future::pending::<()>())
+            .unwrap();
+        lc.stop("test");
+        let report = futures::executor::block_on(lc.wait());
+        assert_eq!(report.state(), State::Abandoned);
+        assert_eq!(
+            report.service("stubborn").unwrap().outcome(),
+            &ServiceOutcome::Abandoned
+        );
+        assert!(report.drained_in() >= grace);
+    }
+
+    #[test]
+    fn services_run_as_executor_tasks() {
+        let ex = Arc::new(Executor::new());
+        let lc = Lifecycle::builder().smol(ex.clone()).build();
+        lc.service("worker", |stop| async move {
+            stop.await;
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
+        // Spawned, not queued for `wait()`: the executor holds the task.
+        assert!(!ex.is_empty());
+        lc.stop("test");
+        let report = ::async_io::block_on(ex.run(lc.wait()));
+        assert_eq!(report.state(), State::Terminated);
+        assert_eq!(report.exit_code(), 0);
+        assert!(ex.is_empty());
+    }
+}
