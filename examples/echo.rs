@@ -1,0 +1,196 @@
+//! The origin's `example_echo`, on smol: an accept loop as a service, one session per
+//! connection, drained on SIGINT/SIGTERM.
+//!
+//! ```text
+//! cargo run --example echo -- --listen 127.0.0.1:7878 --grace 10s
+//! ```
+//!
+//! - When ready it prints one line, `listening on HOST:PORT`, to stdout.
+//! - Each connection is a session named `conn PEER_ADDR`; every byte it receives is echoed.
+//! - The first SIGINT/SIGTERM closes the listener at once (stderr: `echo: draining: listener
+//!   closed`); open connections are served until their clients close them, then the process
+//!   exits 0.
+//! - If the grace period runs out first, the report on stderr names each remaining
+//!   connection, and the exit status is 2. A second signal forces that at once.
+//! - Bad flags: one usage line on stderr, exit status 64.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_lifecycle::async_io::BuilderExt;
+use async_lifecycle::{Lifecycle, Session, StopSignal};
+use smol::net::{TcpListener, TcpStream};
+use smol::{Executor, future, io};
+
+const USAGE: &str = "usage: echo [--listen ADDR] [--grace DURATION] \
+                     (defaults: --listen 127.0.0.1:7878 --grace 10s; durations like 500ms, 3s)";
+
+/// Bad flags (sysexits' `EX_USAGE`).
+const EXIT_USAGE: u8 = 64;
+/// The listener or the signal handlers could not be set up (sysexits' `EX_OSERR`).
+const EXIT_SETUP: u8 = 71;
+
+#[derive(Debug)]
+struct Args {
+    listen: SocketAddr,
+    grace: Duration,
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("echo: {message}; {USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let ex = Arc::new(Executor::new());
+    let code = future::block_on(ex.run(serve(args, ex.clone())));
+    ExitCode::from(code)
+}
+
+async fn serve(args: Args, ex: Arc<Executor<'static>>) -> u8 {
+    let listener = match TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("echo: cannot listen on {}: {e}", args.listen);
+            return EXIT_SETUP;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("echo: cannot read the listening address: {e}");
+            return EXIT_SETUP;
+        }
+    };
+    let lc = Lifecycle::builder()
+        .grace(args.grace)
+        .smol(ex.clone())
+        .build();
+    // Signal handlers first: once the line below is printed, a signal must drain, not kill.
+    let until_signal = lc.run_until_signal();
+    let sessions = lc.clone();
+    lc.service("accept-loop", move |stop| {
+        accept_loop(listener, sessions, ex, stop)
+    })
+    .expect("a running lifecycle admits services");
+
+    println!("listening on {addr}");
+    // Ignored: a closed stdout must not stop the server.
+    let _ = std::io::stdout().flush();
+
+    match until_signal.await {
+        Ok(report) => {
+            eprintln!("{report}");
+            report.exit_code().try_into().unwrap_or(1)
+        }
+        Err(e) => {
+            eprintln!("echo: cannot install the signal handlers: {e}");
+            EXIT_SETUP
+        }
+    }
+}
+
+/// Accepts connections until the stop, then closes the listener at once.
+async fn accept_loop(
+    listener: TcpListener,
+    lc: Lifecycle,
+    ex: Arc<Executor<'static>>,
+    mut stop: StopSignal,
+) -> io::Result<()> {
+    loop {
+        let stopped = async {
+            (&mut stop).await;
+            None
+        };
+        let accepted = async { Some(listener.accept().await) };
+        match future::or(stopped, accepted).await {
+            None => break,
+            Some(Ok((stream, peer))) => match lc.session(format!("conn {peer}")) {
+                Ok(session) => ex.spawn(echo(stream, session)).detach(),
+                // Accepted just as the stop came: turned away (the connection is closed).
+                Err(_refused) => drop(stream),
+            },
+            // The peer gave up before we accepted it: nothing to serve.
+            Some(Err(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            // Anything else (out of file descriptors, …) fails the service, which stops the
+            // lifecycle and is reported.
+            Some(Err(e)) => return Err(e),
+        }
+    }
+    drop(listener);
+    eprintln!("echo: draining: listener closed");
+    Ok(())
+}
+
+/// Echoes every byte back until the client closes its side; the session ends with it.
+async fn echo(stream: TcpStream, session: Session) {
+    // Errors (a reset) just end the connection.
+    let _ = io::copy(stream.clone(), &mut stream.clone()).await;
+    drop(session);
+}
+
+/// The flags, or `None` for `--help`.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut parsed = Args {
+        listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+        grace: Duration::from_secs(10),
+    };
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg, None),
+        };
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        if flag != "--listen" && flag != "--grace" {
+            return Err(format!("unknown argument {flag:?}"));
+        }
+        let value = match inline.or_else(|| args.next()) {
+            Some(value) => value,
+            None => return Err(format!("{flag} needs a value")),
+        };
+        if flag == "--listen" {
+            parsed.listen = value.parse().map_err(|_| {
+                format!("invalid --listen {value:?}: expected HOST:PORT, like 127.0.0.1:0")
+            })?;
+        } else {
+            parsed.grace = parse_duration(&value).ok_or_else(|| {
+                format!("invalid --grace {value:?}: expected a duration like 500ms or 3s")
+            })?;
+        }
+    }
+    Ok(Some(parsed))
+}
+
+/// `500ms`, `3s`, `1.5s`, `2m`, `1h`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
+}
