@@ -1,0 +1,118 @@
+//! Heap cost of sessions, counted by a global allocator: allocations and bytes per
+//! create+drop in steady state, and heap bytes per live session with 100,000 live at once,
+//! for us and each peer. Prints a table; `cargo bench --bench alloc` runs it.
+//!
+//! The counts are exact (not timed), so one run is enough. Only this thread allocates while a
+//! region is measured.
+
+use std::alloc::System;
+use std::hint::black_box;
+use std::mem::size_of;
+
+use async_lifecycle::Lifecycle;
+use async_shutdown::ShutdownManager;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, Stats, StatsAlloc};
+use swansong::Swansong;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Create+drop pairs measured for the steady-state numbers, after as many for warming up.
+const PAIRS: usize = 10_000;
+/// Sessions held live at once for the per-live-session numbers.
+const LIVE: usize = 100_000;
+
+/// What one contender costs.
+struct Row {
+    name: &'static str,
+    handle_bytes: usize,
+    allocs_per_pair: f64,
+    bytes_per_pair: f64,
+    live_bytes_per_session: f64,
+}
+
+/// Measures one contender: `make` creates one handle from the shared object.
+fn measure<T>(name: &'static str, make: impl Fn() -> T) -> Row {
+    // Warm up: let any pool or slab reach its steady size.
+    for _ in 0..PAIRS {
+        black_box(make());
+    }
+    let region = Region::new(GLOBAL);
+    for _ in 0..PAIRS {
+        black_box(make());
+    }
+    let pairs = region.change();
+
+    let mut live = Vec::with_capacity(LIVE);
+    let region = Region::new(GLOBAL);
+    for _ in 0..LIVE {
+        live.push(make());
+    }
+    let held = net_bytes(region.change());
+    drop(black_box(live));
+
+    Row {
+        name,
+        handle_bytes: size_of::<T>(),
+        allocs_per_pair: pairs.allocations as f64 / PAIRS as f64,
+        bytes_per_pair: pairs.bytes_allocated as f64 / PAIRS as f64,
+        live_bytes_per_session: held as f64 / LIVE as f64,
+    }
+}
+
+/// Heap bytes still allocated at the end of a region (the `Vec` of handles was allocated
+/// before it, so it does not count). `stats_alloc` already adds a growing reallocation's
+/// difference to `bytes_allocated` (and a shrinking one's to `bytes_deallocated`).
+fn net_bytes(stats: Stats) -> i64 {
+    stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
+}
+
+fn main() {
+    let mut rows = Vec::new();
+
+    let lc = Lifecycle::new();
+    rows.push(measure("ours_unnamed", || {
+        lc.unnamed_session().expect("running")
+    }));
+    let lc = Lifecycle::new();
+    rows.push(measure("ours_named", || {
+        lc.session("conn").expect("running")
+    }));
+
+    let tracker = TaskTracker::new();
+    rows.push(measure("tokio_util_task_tracker_token", || tracker.token()));
+    let token = CancellationToken::new();
+    rows.push(measure("tokio_util_child_token", || token.child_token()));
+    let (_signal, watch) = drain::channel();
+    rows.push(measure("drain_watch_clone", || watch.clone()));
+    let manager = ShutdownManager::<()>::new();
+    rows.push(measure("async_shutdown_delay_token", || {
+        manager.delay_shutdown_token().expect("not completed")
+    }));
+    let swansong = Swansong::new();
+    rows.push(measure("swansong_guard", || swansong.guard()));
+    let swansong = Swansong::with_guard_report();
+    rows.push(measure("swansong_guard_with_report", || swansong.guard()));
+
+    println!("heap cost per session (counting global allocator; exact counts)");
+    println!(
+        "{:<32} {:>12} {:>16} {:>16} {:>26}",
+        "contender",
+        "handle size",
+        "allocs/session",
+        "bytes/session",
+        format!("heap bytes/live (N={LIVE})"),
+    );
+    for row in &rows {
+        println!(
+            "{:<32} {:>10} B {:>16.3} {:>16.1} {:>26.1}",
+            row.name,
+            row.handle_bytes,
+            row.allocs_per_pair,
+            row.bytes_per_pair,
+            row.live_bytes_per_session,
+        );
+    }
+}

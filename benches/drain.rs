@@ -1,0 +1,111 @@
+//! Drain completion: the time from the end of the last live session to the future that waits
+//! for the drain resolving.
+//!
+//! Setup (untimed): the stop has been requested, one session is live, and the waiting future
+//! has been polled once and is pending. Timed: drop the session, then poll the future once,
+//! which must be ready. The futures are polled by hand with a no-op waker, so no executor's
+//! scheduling is measured, only the work of the primitives.
+//!
+//! Contenders: ours (an unnamed and a named session, `Lifecycle::wait`, which also writes the
+//! report); tokio-util `TaskTracker` (a token, `close`, `wait`); drain (a `Watch`,
+//! `Signal::drain`); async-shutdown (a delay token, `trigger_shutdown`,
+//! `wait_shutdown_complete`); swansong (a guard, `shut_down`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Context;
+use std::time::Duration;
+
+use async_lifecycle::{Lifecycle, Session, State, Wait};
+use async_shutdown::ShutdownManager;
+use criterion::{BatchSize, Bencher, Criterion};
+use futures::task::noop_waker_ref;
+use swansong::Swansong;
+use tokio_util::task::TaskTracker;
+
+/// Benchmarks one contender: `setup` returns the live session and the future waiting for the
+/// drain (the stop already requested); the timed part ends the session and polls the future.
+fn last_session_to_resolved<G, F: Future>(b: &mut Bencher<'_>, mut setup: impl FnMut() -> (G, F)) {
+    b.iter_batched_ref(
+        || {
+            let (guard, future) = setup();
+            let mut future = Box::pin(future);
+            let mut cx = Context::from_waker(noop_waker_ref());
+            assert!(
+                future.as_mut().poll(&mut cx).is_pending(),
+                "a session is live"
+            );
+            (Some(guard), future)
+        },
+        |(guard, future): &mut (Option<G>, Pin<Box<F>>)| {
+            drop(guard.take());
+            let mut cx = Context::from_waker(noop_waker_ref());
+            assert!(
+                future.as_mut().poll(&mut cx).is_ready(),
+                "the last session ended"
+            );
+        },
+        BatchSize::SmallInput,
+    );
+}
+
+/// A lifecycle draining one live session, and its `wait` future.
+fn ours(named: bool) -> (Session, Wait) {
+    let lc = Lifecycle::new();
+    let session = if named {
+        lc.session("conn").expect("running")
+    } else {
+        lc.unnamed_session().expect("running")
+    };
+    lc.stop("bench");
+    assert_eq!(lc.state(), State::Draining);
+    (session, lc.wait())
+}
+
+fn drain_completion(c: &mut Criterion) {
+    let mut group = c.benchmark_group("drain_completion");
+    group.bench_function("ours_unnamed", |b| {
+        last_session_to_resolved(b, || ours(false))
+    });
+    group.bench_function("ours_named", |b| last_session_to_resolved(b, || ours(true)));
+    group.bench_function("tokio_util_task_tracker_close_wait", |b| {
+        last_session_to_resolved(b, || {
+            let tracker = TaskTracker::new();
+            let token = tracker.token();
+            tracker.close();
+            (token, async move { tracker.wait().await })
+        })
+    });
+    group.bench_function("drain_signal_drain", |b| {
+        last_session_to_resolved(b, || {
+            let (signal, watch) = drain::channel();
+            (watch, signal.drain())
+        })
+    });
+    group.bench_function("async_shutdown_wait_complete", |b| {
+        last_session_to_resolved(b, || {
+            let manager = ShutdownManager::<()>::new();
+            let token = manager.delay_shutdown_token().expect("not completed");
+            manager.trigger_shutdown(()).expect("first trigger");
+            (token, manager.wait_shutdown_complete())
+        })
+    });
+    group.bench_function("swansong_shut_down", |b| {
+        last_session_to_resolved(b, || {
+            let swansong = Swansong::new();
+            let guard = swansong.guard();
+            (guard, swansong.shut_down())
+        })
+    });
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+        .configure_from_args();
+    drain_completion(&mut c);
+    c.final_summary();
+}
