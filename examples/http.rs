@@ -263,7 +263,12 @@ async fn route(req: &Request<Incoming>) -> Response<Full<Bytes>> {
             match ms {
                 Some(ms) => {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
-                    text(StatusCode::OK, "ok")
+                    let mut response = text(StatusCode::OK, "ok");
+                    // Lets a load test tell the sleeps' answers apart.
+                    response
+                        .headers_mut()
+                        .insert("x-slept-ms", HeaderValue::from(ms));
+                    response
                 }
                 None => text(StatusCode::BAD_REQUEST, "expected /sleep?ms=N\n"),
             }
