@@ -41,7 +41,7 @@ use async_executor::Executor;
 use crate::{Builder, Clock, Sleep};
 
 /// async-io's timer as the lifecycle's [`Clock`]: `now()` is [`Instant::now`], sleeps are
-/// [`async_io::Timer`](::async_io::Timer)s.
+/// [`async_io::Timer`]s.
 ///
 /// Use it with smol or async-std, whose reactor is async-io's; it needs no runtime to be
 /// entered and works under any executor.

@@ -1,8 +1,8 @@
-//! The [tokio](::tokio) adapters: tokio's timer as the lifecycle's [`Clock`], and tokio's
+//! The [tokio] adapters: tokio's timer as the lifecycle's [`Clock`], and tokio's
 //! spawner for services.
 //!
-//! [`TokioClock`] reads [`tokio::time::Instant`](::tokio::time::Instant) and sleeps with
-//! [`tokio::time::sleep_until`](::tokio::time::sleep_until), so a test under
+//! [`TokioClock`] reads [`tokio::time::Instant`] and sleeps with
+//! [`tokio::time::sleep_until`], so a test under
 //! `#[tokio::test(start_paused = true)]` drives the grace deadline with tokio's paused time
 //! (`tokio::time::advance`). [`spawner`] runs each service as its own tokio task, on the
 //! runtime that was current when it was called. [`BuilderExt::tokio`] sets both.
@@ -39,9 +39,9 @@ use crate::{Builder, Clock, Sleep};
 
 /// Tokio's time as the lifecycle's [`Clock`].
 ///
-/// `now()` is [`tokio::time::Instant::now`](::tokio::time::Instant::now), which follows
+/// `now()` is [`tokio::time::Instant::now`], which follows
 /// tokio's paused test time; outside a paused runtime it is the system's monotonic time.
-/// Sleeps use [`tokio::time::sleep_until`](::tokio::time::sleep_until).
+/// Sleeps use [`tokio::time::sleep_until`].
 ///
 /// # Panics
 ///
