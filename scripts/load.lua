@@ -10,8 +10,11 @@ function setup(thread)
 end
 
 function init(args)
-  sleep_every = tonumber(args[1]) or 4   -- one request in sleep_every is a /sleep
-  sleep_ms = tonumber(args[2]) or 300
+  sleep_every = tonumber(args[1]) or 4   -- about one request in sleep_every is a /sleep
+  sleep_ms = tonumber(args[2]) or 300     -- of sleep_ms/2 to 3*sleep_ms/2 ms
+  -- Random, so the connections do not run in lockstep and the signal lands at every point
+  -- of the sleeps.
+  math.randomseed(os.time() + (is_first and 1 or 2) + math.floor(os.clock() * 1e6))
   sent, sent_sleeps = 0, 0
   answered, ok, not_ok = 0, 0, 0
   closing, sleeps_answered, sleeps_closing = 0, 0, 0
@@ -25,9 +28,10 @@ function request()
     return wrk.format("GET", "/")
   end
   sent = sent + 1
-  if sent % sleep_every == 0 then
+  if math.random(sleep_every) == 1 then
     sent_sleeps = sent_sleeps + 1
-    return wrk.format("GET", "/sleep?ms=" .. sleep_ms)
+    local ms = math.random(math.floor(sleep_ms / 2), math.floor(sleep_ms * 3 / 2))
+    return wrk.format("GET", "/sleep?ms=" .. ms)
   end
   return wrk.format("GET", "/")
 end

@@ -157,8 +157,8 @@ def run_round(exe, number, conns, sleep_every, sleep_ms, term_after):
         ("report says terminated", "lifecycle terminated" in report),
     ]
     print(
-        f"round {number}: {conns} connections, 1 request in {sleep_every} is "
-        f"/sleep?ms={sleep_ms}, SIGTERM after {term_after:.1f} s\n"
+        f"round {number}: {conns} connections, about 1 request in {sleep_every} is "
+        f"/sleep?ms={sleep_ms // 2}..{sleep_ms * 3 // 2}, SIGTERM after {term_after:.1f} s\n"
         f"  requests sent on open connections : {sent}\n"
         f"  answered                          : {r['answered']} "
         f"(200: {r['ok']}, other: {r['not_ok']}; {r['closing']} with Connection: close)\n"
