@@ -65,7 +65,9 @@ fn name(signal: i32) -> &'static str {
 ///
 /// Dropping it closes the signal pipe, joins its thread and unregisters its handlers; once no
 /// `SignalHandler` is alive in the process, SIGINT and SIGTERM take their default action
-/// again (terminating the process).
+/// again (terminating the process). Its thread holds a [`Lifecycle`] handle, so while it
+/// lives the lifecycle does not stop by itself for want of handles
+/// ([`StopCause::HandlesDropped`]).
 ///
 /// # Examples
 ///
