@@ -460,7 +460,7 @@ impl Machine {
     /// the lifecycle is abandoned: every running service is recorded as
     /// [`ServiceOutcome::Abandoned`].
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.state != State::Draining || !self.deadline.is_some_and(|d| now >= d) {
+        if self.state != State::Draining || self.deadline.is_none_or(|d| now < d) {
             return;
         }
         self.state = State::Abandoned;

@@ -285,7 +285,7 @@ pub struct SessionTally {
 
 impl SessionTally {
     pub(crate) fn into_report(mut self) -> SessionReport {
-        self.abandoned.sort_by(|a, b| b.age.cmp(&a.age));
+        self.abandoned.sort_by_key(|s| std::cmp::Reverse(s.age));
         let abandoned = self.abandoned.len() as u64 + self.abandoned_unnamed;
         SessionReport {
             admitted: self.admitted,
