@@ -15,41 +15,22 @@
 //! - Bad flags: one usage line on stderr, exit status 64.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_lifecycle::async_io::BuilderExt;
 use async_lifecycle::{Lifecycle, Session, StopSignal};
 use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, future, io};
 
-const USAGE: &str = "usage: echo [--listen ADDR] [--grace DURATION] \
-                     (defaults: --listen 127.0.0.1:7878 --grace 10s; durations like 500ms, 3s)";
-
-/// Bad flags (sysexits' `EX_USAGE`).
-const EXIT_USAGE: u8 = 64;
-/// The listener or the signal handlers could not be set up (sysexits' `EX_OSERR`).
-const EXIT_SETUP: u8 = 71;
-
-#[derive(Debug)]
-struct Args {
-    listen: SocketAddr,
-    grace: Duration,
-}
+#[path = "common/args.rs"]
+mod args;
+use args::{Args, EXIT_SETUP};
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("echo: {message}; {USAGE}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let args = match args::from_env("echo") {
+        Ok(args) => args,
+        Err(code) => return code,
     };
     let ex = Arc::new(Executor::new());
     let code = future::block_on(ex.run(serve(args, ex.clone())));
@@ -142,55 +123,4 @@ async fn echo(stream: TcpStream, session: Session) {
     // Errors (a reset) just end the connection.
     let _ = io::copy(stream.clone(), &mut stream.clone()).await;
     drop(session);
-}
-
-/// The flags, or `None` for `--help`.
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut parsed = Args {
-        listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
-        grace: Duration::from_secs(10),
-    };
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                (flag.to_owned(), Some(value.to_owned()))
-            }
-            _ => (arg, None),
-        };
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        if flag != "--listen" && flag != "--grace" {
-            return Err(format!("unknown argument {flag:?}"));
-        }
-        let value = match inline.or_else(|| args.next()) {
-            Some(value) => value,
-            None => return Err(format!("{flag} needs a value")),
-        };
-        if flag == "--listen" {
-            parsed.listen = value.parse().map_err(|_| {
-                format!("invalid --listen {value:?}: expected HOST:PORT, like 127.0.0.1:0")
-            })?;
-        } else {
-            parsed.grace = parse_duration(&value).ok_or_else(|| {
-                format!("invalid --grace {value:?}: expected a duration like 500ms or 3s")
-            })?;
-        }
-    }
-    Ok(Some(parsed))
-}
-
-/// `500ms`, `3s`, `1.5s`, `2m`, `1h`.
-fn parse_duration(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(seconds).ok()
 }

@@ -1,0 +1,88 @@
+//! The command line shared by the `echo` and `http` examples (their contract is in
+//! issue 4 and in each example's docs): `--listen ADDR` and `--grace DURATION`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Bad flags (sysexits' `EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+/// The runtime, the listener or the signal handlers could not be set up (`EX_OSERR`).
+pub const EXIT_SETUP: u8 = 71;
+
+#[derive(Debug)]
+pub struct Args {
+    pub listen: SocketAddr,
+    pub grace: Duration,
+}
+
+/// The flags from the process's arguments. `--help` prints the usage and exits 0; bad flags
+/// print one usage line on standard error and exit [`EXIT_USAGE`].
+pub fn from_env(program: &str) -> Result<Args, ExitCode> {
+    let usage = format!(
+        "usage: {program} [--listen ADDR] [--grace DURATION] \
+         (defaults: --listen 127.0.0.1:7878 --grace 10s; durations like 500ms, 3s)"
+    );
+    match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => Ok(args),
+        Ok(None) => {
+            println!("{usage}");
+            Err(ExitCode::SUCCESS)
+        }
+        Err(message) => {
+            eprintln!("{program}: {message}; {usage}");
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+    }
+}
+
+/// The flags, or `None` for `--help`.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut parsed = Args {
+        listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+        grace: Duration::from_secs(10),
+    };
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg, None),
+        };
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        if flag != "--listen" && flag != "--grace" {
+            return Err(format!("unknown argument {flag:?}"));
+        }
+        let value = match inline.or_else(|| args.next()) {
+            Some(value) => value,
+            None => return Err(format!("{flag} needs a value")),
+        };
+        if flag == "--listen" {
+            parsed.listen = value.parse().map_err(|_| {
+                format!("invalid --listen {value:?}: expected HOST:PORT, like 127.0.0.1:0")
+            })?;
+        } else {
+            parsed.grace = parse_duration(&value).ok_or_else(|| {
+                format!("invalid --grace {value:?}: expected a duration like 500ms or 3s")
+            })?;
+        }
+    }
+    Ok(Some(parsed))
+}
+
+/// `500ms`, `3s`, `1.5s`, `2m`, `1h`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
+}
