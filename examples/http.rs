@@ -96,16 +96,7 @@ async fn serve(args: Args) -> u8 {
     // Ignored: a closed stdout must not stop the server.
     let _ = std::io::stdout().flush();
 
-    match until_signal.await {
-        Ok(report) => {
-            eprintln!("{report}");
-            report.exit_code().try_into().unwrap_or(1)
-        }
-        Err(e) => {
-            eprintln!("http: cannot install the signal handlers: {e}");
-            EXIT_SETUP
-        }
-    }
+    args::exit_status("http", until_signal.await)
 }
 
 /// Accepts connections until the stop; then takes the backlog, closes the listener, and

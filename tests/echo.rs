@@ -3,11 +3,11 @@
 
 mod support;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::{PATIENCE, Server};
+use support::{PATIENCE, Server, assert_refused};
 
 /// Sends `text` and reads the same bytes back.
 fn round_trip(stream: &mut TcpStream, text: &str) {
@@ -21,13 +21,6 @@ fn connect(server: &Server) -> TcpStream {
     let stream = TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     stream
-}
-
-fn assert_refused(server: &Server) {
-    match TcpStream::connect(server.addr) {
-        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}"),
-        Ok(_) => panic!("a new connection was accepted after the listener closed"),
-    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::{PATIENCE, Server};
+use support::{PATIENCE, Server, assert_refused};
 
 /// One HTTP/1.1 client connection.
 struct Client {
@@ -98,13 +98,6 @@ impl Client {
         let mut rest = Vec::new();
         self.reader.read_to_end(&mut rest).unwrap();
         rest
-    }
-}
-
-fn assert_refused(server: &Server) {
-    match TcpStream::connect(server.addr) {
-        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}"),
-        Ok(_) => panic!("a new connection was accepted after the listener closed"),
     }
 }
 

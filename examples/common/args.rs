@@ -36,6 +36,21 @@ pub fn from_env(program: &str) -> Result<Args, ExitCode> {
     }
 }
 
+/// Prints the report on standard error and turns it into the exit status; or, if the signal
+/// handlers could not be installed, says so and returns [`EXIT_SETUP`].
+pub fn exit_status(program: &str, report: std::io::Result<async_lifecycle::Report>) -> u8 {
+    match report {
+        Ok(report) => {
+            eprintln!("{report}");
+            u8::try_from(report.exit_code()).unwrap_or(1)
+        }
+        Err(e) => {
+            eprintln!("{program}: cannot install the signal handlers: {e}");
+            EXIT_SETUP
+        }
+    }
+}
+
 /// The flags, or `None` for `--help`.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut parsed = Args {

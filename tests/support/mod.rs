@@ -290,3 +290,11 @@ pub fn assert_usage_errors(example_name: &str) {
         assert!(stdout.is_empty(), "{args:?}: stdout {stdout:?}");
     }
 }
+
+/// Asserts that a new connection to the server is refused (its listener is closed).
+pub fn assert_refused(server: &Server) {
+    match std::net::TcpStream::connect(server.addr) {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(_) => panic!("a new connection was accepted after the listener closed"),
+    }
+}
