@@ -1,16 +1,22 @@
 //! Heap cost of sessions, counted by a global allocator: allocations and bytes per
 //! create+drop in steady state, and heap bytes per live session with 100,000 live at once,
-//! for us and each peer. Prints a table; `cargo bench --bench alloc` runs it.
+//! for us and each peer; and the allocations on the drain-completion path (the last session
+//! ends, the waiting future resolves), which `benches/drain.rs` times. Prints two tables;
+//! `cargo bench --bench alloc` runs it.
 //!
 //! The counts are exact (not timed), so one run is enough. Only this thread allocates while a
 //! region is measured.
 
 use std::alloc::System;
+use std::future::Future;
 use std::hint::black_box;
 use std::mem::size_of;
+use std::pin::Pin;
+use std::task::Context;
 
 use async_lifecycle::Lifecycle;
 use async_shutdown::ShutdownManager;
+use futures::task::noop_waker_ref;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, Stats, StatsAlloc};
 use swansong::Swansong;
 use tokio_util::sync::CancellationToken;
@@ -69,6 +75,91 @@ fn net_bytes(stats: Stats) -> i64 {
     stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
 }
 
+/// Drain completions measured per contender.
+const DRAINS: usize = 1_000;
+
+/// Allocations and bytes allocated on the drain-completion path: `setup` returns a live
+/// session and the pending future that waits for the drain (stop already requested); the
+/// counted part drops the session and polls the future to completion (the output, such as our
+/// report, is dropped after counting).
+fn drain_path<G, F: Future>(name: &'static str, mut setup: impl FnMut() -> (G, F)) -> DrainRow {
+    let mut cx = Context::from_waker(noop_waker_ref());
+    let mut pending: Vec<(Option<G>, Pin<Box<F>>)> = (0..DRAINS)
+        .map(|_| {
+            let (guard, future) = setup();
+            let mut future = Box::pin(future);
+            assert!(
+                future.as_mut().poll(&mut cx).is_pending(),
+                "a session is live"
+            );
+            (Some(guard), future)
+        })
+        .collect();
+    let mut outputs = Vec::with_capacity(DRAINS);
+    let region = Region::new(GLOBAL);
+    for (guard, future) in &mut pending {
+        drop(guard.take());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(output) => outputs.push(output),
+            std::task::Poll::Pending => panic!("the last session ended"),
+        }
+    }
+    let stats = region.change();
+    drop(outputs);
+    DrainRow {
+        name,
+        allocs: stats.allocations as f64 / DRAINS as f64,
+        bytes: stats.bytes_allocated as f64 / DRAINS as f64,
+    }
+}
+
+/// What one contender allocates on the drain-completion path.
+struct DrainRow {
+    name: &'static str,
+    allocs: f64,
+    bytes: f64,
+}
+
+fn drain_rows() -> Vec<DrainRow> {
+    let ours = |named: bool| {
+        move || {
+            let lc = Lifecycle::new();
+            let session = if named {
+                lc.session("conn").expect("running")
+            } else {
+                lc.unnamed_session().expect("running")
+            };
+            lc.stop("bench");
+            (session, lc.wait())
+        }
+    };
+    vec![
+        drain_path("ours_unnamed", ours(false)),
+        drain_path("ours_named", ours(true)),
+        drain_path("tokio_util_task_tracker_close_wait", || {
+            let tracker = TaskTracker::new();
+            let token = tracker.token();
+            tracker.close();
+            (token, async move { tracker.wait().await })
+        }),
+        drain_path("drain_signal_drain", || {
+            let (signal, watch) = drain::channel();
+            (watch, signal.drain())
+        }),
+        drain_path("async_shutdown_wait_complete", || {
+            let manager = ShutdownManager::<()>::new();
+            let token = manager.delay_shutdown_token().expect("not completed");
+            manager.trigger_shutdown(()).expect("first trigger");
+            (token, manager.wait_shutdown_complete())
+        }),
+        drain_path("swansong_shut_down", || {
+            let swansong = Swansong::new();
+            let guard = swansong.guard();
+            (guard, swansong.shut_down())
+        }),
+    ]
+}
+
 fn main() {
     let mut rows = Vec::new();
 
@@ -114,5 +205,12 @@ fn main() {
             row.bytes_per_pair,
             row.live_bytes_per_session,
         );
+    }
+
+    println!();
+    println!("allocations on the drain-completion path (last session ends -> wait resolves)");
+    println!("{:<36} {:>12} {:>12}", "contender", "allocs", "bytes");
+    for row in drain_rows() {
+        println!("{:<36} {:>12.1} {:>12.1}", row.name, row.allocs, row.bytes);
     }
 }

@@ -103,7 +103,7 @@ fn drain_completion(c: &mut Criterion) {
 fn main() {
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_millis(1500))
         .sample_size(30)
         .configure_from_args();
     drain_completion(&mut c);

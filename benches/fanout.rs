@@ -12,11 +12,11 @@
 //! (`wait_shutdown_triggered` / `trigger_shutdown`), swansong (`shutting_down` / `shut_down`)
 //! and drain (`Watch::signaled` / the first poll of `Signal::drain`).
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::Context;
 use std::time::{Duration, Instant};
 
 use async_lifecycle::Lifecycle;
@@ -129,26 +129,6 @@ impl FanOut for Drain {
     }
 }
 
-/// Counts itself parked the first time its inner future returns `Pending`; the task that
-/// completes the count reports it.
-struct Parked<F> {
-    inner: Pin<Box<F>>,
-    counted: bool,
-    count: Arc<Countdown>,
-}
-
-impl<F: Future<Output = ()>> Future for Parked<F> {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let poll = self.inner.as_mut().poll(cx);
-        if poll.is_pending() && !self.counted {
-            self.counted = true;
-            self.count.tick();
-        }
-        poll
-    }
-}
-
 /// Sends once `n` ticks have happened.
 struct Countdown {
     left: AtomicUsize,
@@ -181,14 +161,23 @@ async fn fan_out<C: FanOut>(n: usize, spawn: impl Fn(BoxFuture)) -> Duration {
     let (parked, all_parked) = Countdown::new(n);
     let (finished, all_finished) = Countdown::new(n);
     for _ in 0..n {
-        let waiter = Parked {
-            inner: Box::pin(broadcast.waiter()),
-            counted: false,
-            count: parked.clone(),
-        };
+        let waiter = broadcast.waiter();
+        let parked = parked.clone();
         let finished = finished.clone();
         spawn(Box::pin(async move {
-            waiter.await;
+            // The waiter lives inline in the task, as in a caller's code (no box of its own).
+            let mut waiter = pin!(waiter);
+            let mut counted = false;
+            poll_fn(|cx| {
+                let poll = waiter.as_mut().poll(cx);
+                // Counted parked the first time it is pending: its waker is registered.
+                if poll.is_pending() && !counted {
+                    counted = true;
+                    parked.tick();
+                }
+                poll
+            })
+            .await;
             finished.tick();
         }));
     }
