@@ -1,0 +1,215 @@
+//! Runs a schedule on a real lifecycle and on the reference model side by side, comparing
+//! them after every operation and checking the invariants of the design on the real one.
+
+use std::time::Duration;
+
+use async_lifecycle::{Refused, Report, ServiceOutcome, State, StopCause};
+
+use super::model::{self, Model};
+use super::op::{Config, Op, Schedule};
+
+/// What a driver can see of its lifecycle after an operation.
+#[derive(Debug, Clone)]
+pub(crate) struct Observation {
+    pub(crate) state: State,
+    pub(crate) cause: Option<StopCause>,
+    /// Sessions the driver holds (admitted and not ended).
+    pub(crate) live: usize,
+    pub(crate) timer: Timer,
+    /// The report, once the driver can see it.
+    pub(crate) report: Option<Report>,
+}
+
+/// The deadline as a driver sees it (as an offset from the lifecycle's creation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// The sleep registered on the manual clock (the async shell).
+    Armed(Option<Duration>),
+    /// `Machine::poll_timeout` (the pure machine).
+    Deadline(Option<Duration>),
+}
+
+/// A real lifecycle that runs schedules.
+pub(crate) trait Driver {
+    /// Whether the report is visible as soon as a final state is reached (the machine), or
+    /// only once `wait()` resolved (the async shell).
+    const REPORT_AT_FINISH: bool;
+
+    /// A fresh lifecycle.
+    fn new(config: Config) -> Self;
+
+    /// Applies one operation; returns what an `AddService` or `BeginSession` answered.
+    fn apply(&mut self, op: Op) -> Option<Result<(), Refused>>;
+
+    /// What the lifecycle looks like now.
+    fn observe(&self) -> Observation;
+}
+
+/// The operations every schedule ends with, so that every run is checked up to its report.
+pub(crate) const EPILOGUE: [Op; 2] = [Op::Force, Op::Drive];
+
+/// Runs `schedule` (then [`EPILOGUE`]) on `D` and on the model. Returns the first divergence
+/// or broken invariant, described.
+pub(crate) fn run<D: Driver>(schedule: &Schedule) -> Result<(), String> {
+    let mut model = Model::new(schedule.config);
+    let mut real = D::new(schedule.config);
+    let mut prev = real.observe();
+    compare::<D>(&model, &prev, None, None).map_err(|e| format!("at creation: {e}"))?;
+    let ops = schedule.ops.iter().chain(EPILOGUE.iter());
+    for (step, &op) in ops.enumerate() {
+        let expected = model.apply(op);
+        let answered = real.apply(op);
+        let now = real.observe();
+        let context = |e: String| format!("step {step} ({op:?}) at {:?}: {e}", model.now());
+        compare::<D>(&model, &now, expected, answered).map_err(context)?;
+        invariants(schedule.config, &prev, &now, op, answered).map_err(context)?;
+        prev = now;
+    }
+    if prev.report.is_none() {
+        return Err("no report after the epilogue (force, drive)".to_owned());
+    }
+    Ok(())
+}
+
+fn compare<D: Driver>(
+    model: &Model,
+    real: &Observation,
+    expected: Option<Result<(), Refused>>,
+    answered: Option<Result<(), Refused>>,
+) -> Result<(), String> {
+    if expected != answered {
+        return Err(format!("answered {answered:?}, model says {expected:?}"));
+    }
+    if real.state != model.state() {
+        return Err(format!(
+            "state {:?}, model says {:?}",
+            real.state,
+            model.state()
+        ));
+    }
+    if real.cause.as_ref() != model.cause() {
+        return Err(format!(
+            "cause {:?}, model says {:?}",
+            real.cause,
+            model.cause()
+        ));
+    }
+    if real.live != model.live() {
+        return Err(format!(
+            "{} live sessions, model says {}",
+            real.live,
+            model.live()
+        ));
+    }
+    let timer = match real.timer {
+        Timer::Armed(_) => Timer::Armed(model.armed()),
+        Timer::Deadline(_) => Timer::Deadline(model.deadline()),
+    };
+    if real.timer != timer {
+        return Err(format!("timer {:?}, model says {timer:?}", real.timer));
+    }
+    let visible = if D::REPORT_AT_FINISH {
+        model.state().is_terminal()
+    } else {
+        model.wait_done()
+    };
+    match (&real.report, visible) {
+        (None, false) => {}
+        (Some(report), true) => {
+            let got = model::view(report);
+            let want = model.report().expect("a final model has a report");
+            if &got != want {
+                return Err(format!(
+                    "report differs:\n  real:  {got:?}\n  model: {want:?}"
+                ));
+            }
+        }
+        (got, _) => {
+            return Err(format!(
+                "report present: {}, model says {visible}",
+                got.is_some()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The design's invariants, checked on the real lifecycle alone.
+fn invariants(
+    config: Config,
+    prev: &Observation,
+    now: &Observation,
+    op: Op,
+    answered: Option<Result<(), Refused>>,
+) -> Result<(), String> {
+    if prev.state.is_terminal() && (now.state != prev.state || now.cause != prev.cause) {
+        return Err(format!(
+            "terminal state left: {:?} -> {:?}",
+            prev.state, now.state
+        ));
+    }
+    if prev.cause.is_some() && now.cause != prev.cause {
+        return Err(format!(
+            "first cause not kept: {:?} -> {:?}",
+            prev.cause, now.cause
+        ));
+    }
+    if now.state != State::Running && now.cause.is_none() {
+        return Err(format!("{:?} without a stop cause", now.state));
+    }
+    if answered == Some(Ok(())) && prev.state != State::Running {
+        return Err(format!("{op:?} admitted while {:?}", prev.state));
+    }
+    if now.state == State::Terminated && now.live != 0 {
+        return Err(format!("terminated with {} live sessions", now.live));
+    }
+    if let (Some(before), Some(after)) = (&prev.report, &now.report) {
+        if before != after {
+            return Err("the report changed after it was written".to_owned());
+        }
+    }
+    let Some(report) = &now.report else {
+        return Ok(());
+    };
+    let sessions = report.sessions();
+    if report.state() != now.state || report.cause() != now.cause.as_ref() {
+        return Err("the report disagrees with the lifecycle's state or cause".to_owned());
+    }
+    if sessions.admitted() != sessions.completed() + sessions.abandoned_count() {
+        return Err(format!(
+            "admitted {} != completed {} + abandoned {}",
+            sessions.admitted(),
+            sessions.completed(),
+            sessions.abandoned_count()
+        ));
+    }
+    let abandoned_service = report
+        .services()
+        .iter()
+        .any(|s| *s.outcome() == ServiceOutcome::Abandoned);
+    match report.state() {
+        State::Terminated if abandoned_service || sessions.abandoned_count() != 0 => {
+            return Err("terminated with abandoned work".to_owned());
+        }
+        State::Abandoned => {
+            let reached = config
+                .grace
+                .bound()
+                .is_some_and(|g| report.drained_in() >= g);
+            if !report.forced() && !reached {
+                return Err(format!(
+                    "abandoned after {:?}, before the deadline and unforced",
+                    report.drained_in()
+                ));
+            }
+        }
+        _ => {}
+    }
+    let ages: Vec<Duration> = sessions.abandoned().iter().map(|s| s.age()).collect();
+    if ages.windows(2).any(|w| w[0] < w[1])
+        || sessions.abandoned().iter().any(|s| s.name().is_empty())
+    {
+        return Err("abandoned sessions not named or not oldest first".to_owned());
+    }
+    Ok(())
+}

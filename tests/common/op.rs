@@ -1,0 +1,161 @@
+//! The one vocabulary of every checker: the operations a schedule is made of, and the
+//! configuration it runs under.
+//!
+//! The same `Schedule` drives the proptest model test (`tests/model.rs`), both fuzz targets
+//! (`fuzz/fuzz_targets/`), and the scenarios of the loom models are written in its terms. Under
+//! cargo-fuzz (`cfg(fuzzing)`) the types derive `arbitrary::Arbitrary`, so libFuzzer's bytes
+//! decode straight into a schedule; nothing here is part of the library's public API.
+//!
+//! # What each operation means
+//!
+//! The semantics are those of a single-threaded program that owns a lifecycle on a manual
+//! clock and runs its `wait()` on a local executor. Only [`Op::Drive`] and
+//! [`Op::ServiceExit`] run that executor; every other operation is a plain call from outside
+//! it (as a request handler or a signal thread would make).
+
+use std::time::Duration;
+
+/// How a service's future ends when told to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub(crate) enum How {
+    /// It returns `Ok(())`.
+    Ok,
+    /// It returns `Err("planned failure")`.
+    Err,
+    /// It panics with `"planned panic"`.
+    Panic,
+}
+
+/// One step of a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub(crate) enum Op {
+    /// Adds service `svc{n}` (n counts the attempts). One that `honours_stop` returns
+    /// `Ok(())` as soon as its stop signal fires; the others run until told to exit.
+    AddService {
+        /// Whether the service returns when its stop signal fires.
+        honours_stop: bool,
+    },
+    /// Begins a session: named `s{n}` (n counts the attempts), or unnamed.
+    BeginSession {
+        /// Whether the session is named.
+        named: bool,
+    },
+    /// Ends the live session at index `pick` modulo the number of live sessions, if any.
+    EndSession {
+        /// Which live session.
+        pick: u8,
+    },
+    /// Tells the service at index `pick` modulo the services added so far to end `how`,
+    /// then runs the executor until it stalls (a service only ends when it is polled).
+    ServiceExit {
+        /// Which service.
+        pick: u8,
+        /// How it ends.
+        how: How,
+    },
+    /// Requests a stop with cause number `cause` (see [`stop_cause`]).
+    Stop {
+        /// Which cause.
+        cause: u8,
+    },
+    /// Forces the stop.
+    Force,
+    /// Moves the manual clock forward by `millis` milliseconds (waking due sleeps, which run
+    /// at the next drive).
+    Advance {
+        /// How far.
+        millis: u16,
+    },
+    /// Runs the executor until it stalls: `wait()` drives the services and the deadline.
+    Drive,
+}
+
+/// The grace periods a schedule can run with: short ones that `Op::Advance` can reach, and
+/// none at all (`Duration::MAX`, which only a force ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub(crate) enum Grace {
+    /// `Duration::ZERO`: whatever has not ended when the stop is processed is abandoned.
+    Zero,
+    /// A grace of `millis` milliseconds.
+    Millis(u16),
+    /// `Duration::MAX`: no deadline.
+    Unbounded,
+}
+
+impl Grace {
+    /// The grace as the builder takes it.
+    pub(crate) fn duration(self) -> Duration {
+        match self {
+            Grace::Zero => Duration::ZERO,
+            Grace::Millis(ms) => Duration::from_millis(u64::from(ms)),
+            Grace::Unbounded => Duration::MAX,
+        }
+    }
+
+    /// The grace as a deadline offset, `None` when there is no deadline.
+    pub(crate) fn bound(self) -> Option<Duration> {
+        match self {
+            Grace::Unbounded => None,
+            other => Some(other.duration()),
+        }
+    }
+}
+
+/// What a schedule runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub(crate) struct Config {
+    /// The grace period.
+    pub(crate) grace: Grace,
+    /// `true` for `FailurePolicy::ReportOnly`, `false` for the default `StopAll`.
+    pub(crate) report_only: bool,
+}
+
+impl Config {
+    /// The failure policy as the builder takes it.
+    pub(crate) fn policy(self) -> async_lifecycle::FailurePolicy {
+        if self.report_only {
+            async_lifecycle::FailurePolicy::ReportOnly
+        } else {
+            async_lifecycle::FailurePolicy::StopAll
+        }
+    }
+}
+
+/// A whole run: a configuration and the operations, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub(crate) struct Schedule {
+    /// What it runs under.
+    pub(crate) config: Config,
+    /// What happens.
+    pub(crate) ops: Vec<Op>,
+}
+
+/// The stop cause of `Op::Stop { cause }`: a signal for multiples of four, else a request
+/// that carries the number (so "the first cause is kept" is checkable).
+pub(crate) fn stop_cause(cause: u8) -> async_lifecycle::StopCause {
+    if cause % 4 == 0 {
+        async_lifecycle::StopCause::Signal("SIGTERM")
+    } else {
+        async_lifecycle::StopCause::Requested(format!("request {cause}").into())
+    }
+}
+
+/// The name of the `n`th service attempt.
+pub(crate) fn service_name(n: usize) -> String {
+    format!("svc{n}")
+}
+
+/// The name of the `n`th named session attempt.
+pub(crate) fn session_name(n: usize) -> String {
+    format!("s{n}")
+}
+
+/// What a planned failure reports.
+pub(crate) const FAILURE: &str = "planned failure";
+/// What a planned panic reports.
+pub(crate) const PANIC: &str = "planned panic";

@@ -1,0 +1,143 @@
+//! Runs schedules on the real async shell: a `Lifecycle` on a `ManualClock`, its `wait()`
+//! spawned on a single-threaded `LocalPool` that runs only when a schedule says so.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Instant;
+
+use async_lifecycle::{Clock, Lifecycle, ManualClock, Refused, Report, Session};
+use futures::channel::oneshot;
+use futures::executor::LocalPool;
+use futures::task::LocalSpawnExt;
+
+use super::check::{Driver, Observation, Timer};
+use super::op::{self, Config, How, Op};
+
+/// The async shell under test.
+pub(crate) struct Shell {
+    clock: ManualClock,
+    t0: Instant,
+    lc: Lifecycle,
+    pool: LocalPool,
+    report: Rc<RefCell<Option<Report>>>,
+    /// One per admitted service, in order: how to tell it to end.
+    commands: Vec<Option<oneshot::Sender<How>>>,
+    service_attempts: usize,
+    session_attempts: usize,
+    live: Vec<Session>,
+}
+
+impl Driver for Shell {
+    const REPORT_AT_FINISH: bool = false;
+
+    fn new(config: Config) -> Self {
+        super::quiet_planned_panics();
+        let clock = ManualClock::new();
+        let t0 = clock.now();
+        let lc = Lifecycle::builder()
+            .grace(config.grace.duration())
+            .clock(clock.clone())
+            .on_service_failure(config.policy())
+            .build();
+        let pool = LocalPool::new();
+        let report = Rc::new(RefCell::new(None));
+        let slot = report.clone();
+        let wait = lc.wait();
+        pool.spawner()
+            .spawn_local(async move {
+                *slot.borrow_mut() = Some(wait.await);
+            })
+            .expect("the pool is running");
+        Shell {
+            clock,
+            t0,
+            lc,
+            pool,
+            report,
+            commands: Vec::new(),
+            service_attempts: 0,
+            session_attempts: 0,
+            live: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, op: Op) -> Option<Result<(), Refused>> {
+        match op {
+            Op::AddService { honours_stop } => return Some(self.add_service(honours_stop)),
+            Op::BeginSession { named } => {
+                let n = self.session_attempts;
+                self.session_attempts += 1;
+                let session = if named {
+                    self.lc.session(op::session_name(n))
+                } else {
+                    self.lc.unnamed_session()
+                };
+                return Some(session.map(|s| self.live.push(s)));
+            }
+            Op::EndSession { pick } => {
+                if !self.live.is_empty() {
+                    let index = usize::from(pick) % self.live.len();
+                    drop(self.live.remove(index));
+                }
+            }
+            Op::ServiceExit { pick, how } => {
+                if !self.commands.is_empty() {
+                    let index = usize::from(pick) % self.commands.len();
+                    if let Some(command) = self.commands[index].take() {
+                        // Fails only if the service already ended; then nothing happens.
+                        let _ = command.send(how);
+                    }
+                }
+                self.pool.run_until_stalled();
+            }
+            Op::Stop { cause } => self.lc.stop(op::stop_cause(cause)),
+            Op::Force => self.lc.force(),
+            Op::Advance { millis } => self
+                .clock
+                .advance(std::time::Duration::from_millis(u64::from(millis))),
+            Op::Drive => self.pool.run_until_stalled(),
+        }
+        None
+    }
+
+    fn observe(&self) -> Observation {
+        Observation {
+            state: self.lc.state(),
+            cause: self.lc.cause(),
+            live: self.live.len(),
+            timer: Timer::Armed(self.clock.next_deadline().map(|d| d - self.t0)),
+            report: self.report.borrow().clone(),
+        }
+    }
+}
+
+impl Shell {
+    fn add_service(&mut self, honours_stop: bool) -> Result<(), Refused> {
+        let name = op::service_name(self.service_attempts);
+        self.service_attempts += 1;
+        let (tx, mut rx) = oneshot::channel::<How>();
+        self.lc.service(name, move |mut stop| async move {
+            // The command first, then (for a service that honours it) the stop signal.
+            let command = futures::future::poll_fn(|cx| {
+                if let Poll::Ready(command) = Pin::new(&mut rx).poll(cx) {
+                    return Poll::Ready(command.ok());
+                }
+                if honours_stop && Pin::new(&mut stop).poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            })
+            .await;
+            match command {
+                None | Some(How::Ok) => Ok(()),
+                Some(How::Err) => Err(op::FAILURE),
+                Some(How::Panic) => std::panic::panic_any(op::PANIC),
+            }
+        })?;
+        self.commands.push(Some(tx));
+        Ok(())
+    }
+}
