@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_core::Stream;
 use futures_util::StreamExt;
 use futures_util::future::AbortHandle;
 use futures_util::stream::FuturesUnordered;
@@ -20,6 +19,7 @@ use crate::machine::{FailurePolicy, Machine, Report, State, StopCause};
 use crate::service::{ServiceResult, ServiceTask, StopSignal};
 use crate::session::{Session, refuse};
 use crate::shared::{NamedSession, Shared, Spawner};
+use crate::sync::QueueKey;
 
 /// The grace period used when none is configured: 30 s, Kubernetes' default
 /// `terminationGracePeriodSeconds`.
@@ -126,7 +126,7 @@ impl Lifecycle {
             Some(spawn) => spawn(Box::pin(task)),
             // Fails only once the lifecycle ended; the task is then dropped, and the machine
             // (final) keeps the service recorded as abandoned.
-            None => drop(shared.queue_tx.try_send(task)),
+            None => drop(shared.queue.push(task)),
         }
         Ok(())
     }
@@ -149,7 +149,7 @@ impl Lifecycle {
             Ok(()) => {
                 let key = registry.insert(NamedSession { name, began });
                 drop(registry);
-                Ok(Session::new(shared.clone(), Some(key)))
+                Ok(Session::named(shared.clone(), key))
             }
             Err(closed) => {
                 drop(registry);
@@ -168,7 +168,7 @@ impl Lifecycle {
     pub fn unnamed_session(&self) -> Result<Session, Refused> {
         let shared = self.shared();
         match shared.gate.enter() {
-            Ok(()) => Ok(Session::new(shared.clone(), None)),
+            Ok(()) => Ok(Session::unnamed(shared.clone())),
             Err(closed) => Err(refuse(shared, closed)),
         }
     }
@@ -220,10 +220,9 @@ impl Lifecycle {
     /// waited on forever. Any number of `Wait`s may run at once; each service is driven by one of
     /// them, and dropping a `Wait` drops (and reports) the services it was driving.
     pub fn wait(&self) -> Wait {
-        let shared = self.shared();
         Wait {
-            queue: Box::pin(shared.queue_rx.clone()),
             lifecycle: self.clone(),
+            queue_key: None,
             services: FuturesUnordered::new(),
             sleep: None,
             stop_key: None,
@@ -332,7 +331,7 @@ impl fmt::Debug for Builder {
 #[must_use = "futures do nothing unless you .await or poll them"]
 pub struct Wait {
     lifecycle: Lifecycle,
-    queue: Pin<Box<async_channel::Receiver<ServiceTask>>>,
+    queue_key: QueueKey,
     services: FuturesUnordered<ServiceTask>,
     sleep: Option<(Instant, Sleep)>,
     stop_key: Option<usize>,
@@ -346,14 +345,21 @@ impl Future for Wait {
         let this = &mut *self;
         let shared = this.lifecycle.shared().clone();
         loop {
-            while let Poll::Ready(Some(task)) = this.queue.as_mut().poll_next(cx) {
-                this.services.push(task);
+            // The report first: once it exists, nothing else matters.
+            if shared
+                .finished
+                .poll_wait(&mut this.finished_key, cx)
+                .is_ready()
+            {
+                return Poll::Ready(shared.report().expect("finished implies a report"));
             }
+            this.services
+                .extend(shared.queue.take(&mut this.queue_key, cx));
             // Services first: with a zero grace, what ends on its first poll after the stop
             // still counts as ended in time.
             while let Poll::Ready(Some(())) = this.services.poll_next_unpin(cx) {}
-            if let Some(report) = shared.report() {
-                return Poll::Ready(report);
+            if shared.finished.is_fired() {
+                continue;
             }
             // Register before looking at the deadline, so a stop in between is not missed.
             let draining = shared.stop.poll_wait(&mut this.stop_key, cx).is_ready();
@@ -392,6 +398,7 @@ impl Drop for Wait {
         let shared = self.lifecycle.shared();
         shared.stop.cancel(&mut self.stop_key);
         shared.finished.cancel(&mut self.finished_key);
+        shared.queue.cancel(&mut self.queue_key);
     }
 }
 

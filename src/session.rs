@@ -38,12 +38,25 @@ use crate::{Refused, State};
 #[must_use = "dropping a session ends it at once"]
 pub struct Session {
     shared: Arc<Shared>,
-    /// The registry key of a named session.
-    key: Option<usize>,
+    /// The registry key of a named session, or [`UNNAMED`]: a sentinel rather than an
+    /// `Option` keeps the guard at two words.
+    key: usize,
 }
 
+/// The key of a session without a name (a slab never hands out `usize::MAX`).
+const UNNAMED: usize = usize::MAX;
+
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, key: Option<usize>) -> Self {
+    #[inline]
+    pub(crate) fn unnamed(shared: Arc<Shared>) -> Self {
+        Session {
+            shared,
+            key: UNNAMED,
+        }
+    }
+
+    pub(crate) fn named(shared: Arc<Shared>, key: usize) -> Self {
+        debug_assert_ne!(key, UNNAMED);
         Session { shared, key }
     }
 
@@ -59,26 +72,34 @@ impl Session {
 
     /// The name this session was started with, if it has one.
     pub fn name(&self) -> Option<String> {
-        let key = self.key?;
+        if self.key == UNNAMED {
+            return None;
+        }
         lock(&self.shared.registry)
-            .get(key)
+            .get(self.key)
             .map(|s| s.name.to_string())
+    }
+
+    /// Ends a named session: out of line, so the unnamed path stays small.
+    #[inline(never)]
+    fn end_named(&self) -> bool {
+        let mut registry = lock(&self.shared.registry);
+        let entry = registry.try_remove(self.key);
+        // Under the registry lock, so a census sees the name and the count agree.
+        let drained = self.shared.gate.exit();
+        drop(registry);
+        drop(entry);
+        drained
     }
 }
 
 impl Drop for Session {
+    #[inline]
     fn drop(&mut self) {
-        let drained = match self.key {
-            None => self.shared.gate.exit(),
-            Some(key) => {
-                let mut registry = lock(&self.shared.registry);
-                let entry = registry.try_remove(key);
-                // Under the registry lock, so a census sees the name and the count agree.
-                let drained = self.shared.gate.exit();
-                drop(registry);
-                drop(entry);
-                drained
-            }
+        let drained = if self.key == UNNAMED {
+            self.shared.gate.exit()
+        } else {
+            self.end_named()
         };
         if drained {
             self.shared.sessions_drained();
@@ -89,7 +110,7 @@ impl Drop for Session {
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("named", &self.key.is_some())
+            .field("named", &(self.key != UNNAMED))
             .finish_non_exhaustive()
     }
 }

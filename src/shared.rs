@@ -21,7 +21,7 @@ use crate::machine::{
     AbandonedSession, Action, Exit, Machine, Report, ServiceId, SessionTally, State, StopCause,
 };
 use crate::service::ServiceTask;
-use crate::sync::{Broadcast, Gate};
+use crate::sync::{Broadcast, Gate, Queue};
 
 /// Hands a service's future to an executor.
 pub(crate) type Spawner =
@@ -55,8 +55,8 @@ pub(crate) struct Shared {
     core: Mutex<Core>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) spawner: Option<Spawner>,
-    pub(crate) queue_tx: async_channel::Sender<ServiceTask>,
-    pub(crate) queue_rx: async_channel::Receiver<ServiceTask>,
+    /// Services waiting for a driver (when there is no spawner).
+    pub(crate) queue: Queue<ServiceTask>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -81,7 +81,6 @@ struct Effects {
 
 impl Shared {
     pub(crate) fn new(machine: Machine, clock: Arc<dyn Clock>, spawner: Option<Spawner>) -> Self {
-        let (queue_tx, queue_rx) = async_channel::unbounded();
         Shared {
             gate: Gate::new(),
             registry: Mutex::new(Slab::new()),
@@ -95,8 +94,7 @@ impl Shared {
             }),
             clock,
             spawner,
-            queue_tx,
-            queue_rx,
+            queue: Queue::new(),
         }
     }
 
@@ -225,10 +223,7 @@ impl Shared {
     /// dropped task reports itself (ignored by a final machine). This also breaks the cycle
     /// queue → task → shared. Must not be called with `core` held.
     pub(crate) fn drop_queued_services(&self) {
-        self.queue_rx.close();
-        while let Ok(task) = self.queue_rx.try_recv() {
-            drop(task);
-        }
+        drop(self.queue.close());
     }
 
     fn carry_out(&self, effects: Effects) {

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ServiceOutcome, State, StopCause};
@@ -21,6 +22,12 @@ use super::{ServiceOutcome, State, StopCause};
 /// | 2 | `Abandoned`: the grace period ran out or the stop was forced with work still running |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
+    /// Shared: every waiter gets the same report, and cloning it is one reference count.
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Inner {
     state: State,
     cause: Option<StopCause>,
     forced: bool,
@@ -44,60 +51,62 @@ impl Report {
         sessions: SessionReport,
     ) -> Self {
         Report {
-            state,
-            cause,
-            forced,
-            grace,
-            drained_in,
-            lifetime,
-            services,
-            sessions,
+            inner: Arc::new(Inner {
+                state,
+                cause,
+                forced,
+                grace,
+                drained_in,
+                lifetime,
+                services,
+                sessions,
+            }),
         }
     }
 
     /// The final state: [`State::Terminated`] or [`State::Abandoned`].
     pub fn state(&self) -> State {
-        self.state
+        self.inner.state
     }
 
     /// The first stop cause.
     pub fn cause(&self) -> Option<&StopCause> {
-        self.cause.as_ref()
+        self.inner.cause.as_ref()
     }
 
     /// Whether the stop was forced (for instance by a second signal).
     pub fn forced(&self) -> bool {
-        self.forced
+        self.inner.forced
     }
 
     /// The grace period that was allowed.
     pub fn grace(&self) -> Duration {
-        self.grace
+        self.inner.grace
     }
 
     /// The time from the stop request to the final state.
     pub fn drained_in(&self) -> Duration {
-        self.drained_in
+        self.inner.drained_in
     }
 
     /// The time from the lifecycle's creation to its final state.
     pub fn lifetime(&self) -> Duration {
-        self.lifetime
+        self.inner.lifetime
     }
 
     /// Every service, in the order they were added.
     pub fn services(&self) -> &[ServiceReport] {
-        &self.services
+        &self.inner.services
     }
 
     /// The service with this name, if any (the first, if several share it).
     pub fn service(&self, name: &str) -> Option<&ServiceReport> {
-        self.services.iter().find(|s| s.name == name)
+        self.inner.services.iter().find(|s| s.name == name)
     }
 
     /// What became of the sessions.
     pub fn sessions(&self) -> &SessionReport {
-        &self.sessions
+        &self.inner.sessions
     }
 
     /// Whether everything ended cleanly: `Terminated`, and every service stopped when asked.
@@ -109,9 +118,9 @@ impl Report {
     /// `Terminated`, 1 when a service ended uncleanly, 2 when work was abandoned. See the
     /// [type docs](Report#exit-codes).
     pub fn exit_code(&self) -> i32 {
-        if self.state == State::Abandoned {
+        if self.inner.state == State::Abandoned {
             2
-        } else if self.services.iter().any(|s| !s.outcome.is_clean()) {
+        } else if self.inner.services.iter().any(|s| !s.outcome.is_clean()) {
             1
         } else {
             0
@@ -121,30 +130,31 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "lifecycle {}", self.state)?;
-        if self.forced {
+        write!(f, "lifecycle {}", self.inner.state)?;
+        if self.inner.forced {
             f.write_str(" (forced)")?;
         }
         write!(
             f,
             " after draining for {:.3?} of {:.3?} grace",
-            self.drained_in, self.grace
+            self.inner.drained_in, self.inner.grace
         )?;
-        if let Some(cause) = &self.cause {
+        if let Some(cause) = &self.inner.cause {
             write!(f, "; stop cause: {cause}")?;
         }
         writeln!(f)?;
-        if self.services.is_empty() {
+        if self.inner.services.is_empty() {
             writeln!(f, "services: none")?;
         } else {
             writeln!(f, "services:")?;
             let width = self
+                .inner
                 .services
                 .iter()
                 .map(|s| s.name.len())
                 .max()
                 .unwrap_or(0);
-            for s in &self.services {
+            for s in &self.inner.services {
                 let mark = if s.outcome.is_clean() { "ok  " } else { "FAIL" };
                 writeln!(
                     f,
@@ -153,7 +163,7 @@ impl fmt::Display for Report {
                 )?;
             }
         }
-        let n = &self.sessions;
+        let n = &self.inner.sessions;
         writeln!(
             f,
             "sessions: {} admitted, {} completed, {} refused, {} abandoned",
