@@ -16,7 +16,7 @@ use slab::Slab;
 
 use crate::clock::Clock;
 use crate::complain;
-use crate::loom::{Mutex, lock};
+use crate::loom::{AtomicBool, Mutex, Ordering, lock};
 use crate::machine::{
     AbandonedSession, Action, Exit, Machine, Report, ServiceId, SessionTally, State, StopCause,
 };
@@ -45,6 +45,8 @@ struct Core {
 
 pub(crate) struct Shared {
     pub(crate) gate: Gate,
+    /// Whether a service was ever added (a lock-free hint; the machine knows for sure).
+    had_service: AtomicBool,
     /// Guards the names and start times of live named sessions.
     pub(crate) registry: Mutex<Slab<NamedSession>>,
     /// Fires when draining starts.
@@ -83,6 +85,7 @@ impl Shared {
     pub(crate) fn new(machine: Machine, clock: Arc<dyn Clock>, spawner: Option<Spawner>) -> Self {
         Shared {
             gate: Gate::new(),
+            had_service: AtomicBool::new(false),
             registry: Mutex::new(Slab::new()),
             stop: Broadcast::new(),
             finished: Broadcast::new(),
@@ -124,6 +127,8 @@ impl Shared {
     ) -> Result<ServiceId, crate::Refused> {
         self.apply_core(|core, now| {
             let id = core.machine.add_service(now, name)?;
+            // Relaxed: a hint for `stop_if_empty`, which re-checks under the lock.
+            self.had_service.store(true, Ordering::Relaxed);
             // Under the same lock that assigned the id, so indices line up.
             core.aborts.push(abort);
             Ok(id)
@@ -149,6 +154,11 @@ impl Shared {
     /// Stops a running lifecycle that has never had a service and has no live session.
     /// Returns whether it did.
     pub(crate) fn stop_if_empty(&self) -> bool {
+        // Lock-free first: this runs at every poll of every `Wait` while running.
+        // Relaxed: a stale answer only sends us to the authoritative check under the lock.
+        if self.had_service.load(Ordering::Relaxed) || self.gate.live() != 0 {
+            return false;
+        }
         self.apply(|m, now| {
             // A session that begins right after this check is admitted before the close
             // and waited for: nothing is lost.
