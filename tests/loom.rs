@@ -139,6 +139,26 @@ fn last_session_ending_racing_the_drain_waiter() {
     });
 }
 
+/// `EndSession` (the last live session) racing a refused `BeginSession`, with `wait()` parked:
+/// when the refusal's undo is what empties the gate, the refusal must report the drain, or
+/// the waiter would sleep until the deadline with nothing live.
+#[test]
+fn refused_begin_racing_the_last_session_end() {
+    model(|| {
+        let lc = lifecycle();
+        let session = lc.unnamed_session().unwrap();
+        lc.stop("deploy");
+        let other = lc.clone();
+        let begin = thread::spawn(move || other.unnamed_session().is_ok());
+        let end = thread::spawn(move || drop(session));
+        let report = block_on(lc.wait());
+        assert!(!begin.join().unwrap(), "admitted while draining");
+        end.join().unwrap();
+        assert_eq!(report.state(), State::Terminated);
+        assert_eq!(report.sessions().abandoned_count(), 0, "{report}");
+    });
+}
+
 /// Two sessions (one named) ending on two threads while `wait()` is parked: whichever is
 /// last reports the drain, exactly one final state is reached, the waiter wakes.
 #[test]

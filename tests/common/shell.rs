@@ -5,10 +5,12 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
-use async_lifecycle::{Clock, Lifecycle, ManualClock, Refused, Report, Session};
+use async_lifecycle::{Clock, Lifecycle, ManualClock, Refused, Report, Session, Sleep};
 use futures::channel::oneshot;
 use futures::executor::LocalPool;
 use futures::task::LocalSpawnExt;
@@ -16,9 +18,46 @@ use futures::task::LocalSpawnExt;
 use super::check::{Driver, Observation, Timer};
 use super::op::{self, Config, How, Op};
 
+/// How often one operation may read the clock or sleep on it before the checker calls it a
+/// busy loop. A real operation uses it a handful of times.
+const SPIN_LIMIT: usize = 100_000;
+
+/// The manual clock, counting its uses in the current operation: a lifecycle that spins (a
+/// `wait()` that re-arms a due sleep forever, say) fails the schedule with a message and a
+/// shrunk input instead of hanging the checker.
+#[derive(Debug, Clone)]
+struct Watched {
+    clock: ManualClock,
+    uses: Arc<AtomicUsize>,
+}
+
+impl Watched {
+    fn touch(&self) {
+        // Relaxed: a counter read and reset by the one thread that drives the lifecycle.
+        let uses = self.uses.fetch_add(1, Ordering::Relaxed);
+        // Once, and never while unwinding: the lifecycle's drop reads the clock too.
+        if uses == SPIN_LIMIT && !std::thread::panicking() {
+            panic!("the lifecycle used the clock {SPIN_LIMIT} times in one operation: a busy loop");
+        }
+    }
+}
+
+impl Clock for Watched {
+    fn now(&self) -> Instant {
+        self.touch();
+        self.clock.now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        self.touch();
+        self.clock.sleep_until(deadline)
+    }
+}
+
 /// The async shell under test.
 pub(crate) struct Shell {
     clock: ManualClock,
+    uses: Arc<AtomicUsize>,
     t0: Instant,
     lc: Lifecycle,
     pool: LocalPool,
@@ -37,9 +76,14 @@ impl Driver for Shell {
         super::quiet_planned_panics();
         let clock = ManualClock::new();
         let t0 = clock.now();
+        let uses = Arc::new(AtomicUsize::new(0));
+        let watched = Watched {
+            clock: clock.clone(),
+            uses: uses.clone(),
+        };
         let lc = Lifecycle::builder()
             .grace(config.grace.duration())
-            .clock(clock.clone())
+            .clock(watched)
             .on_service_failure(config.policy())
             .build();
         let pool = LocalPool::new();
@@ -53,6 +97,7 @@ impl Driver for Shell {
             .expect("the pool is running");
         Shell {
             clock,
+            uses,
             t0,
             lc,
             pool,
@@ -65,6 +110,7 @@ impl Driver for Shell {
     }
 
     fn apply(&mut self, op: Op) -> Option<Result<(), Refused>> {
+        self.uses.store(0, Ordering::Relaxed);
         match op {
             Op::AddService { honours_stop } => return Some(self.add_service(honours_stop)),
             Op::BeginSession { named } => {
