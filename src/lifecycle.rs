@@ -151,9 +151,9 @@ impl Lifecycle {
                 drop(registry);
                 Ok(Session::named(shared.clone(), key))
             }
-            Err(closed) => {
+            Err(_closed) => {
                 drop(registry);
-                Err(refuse(shared, closed))
+                Err(refuse(shared))
             }
         }
     }
@@ -169,7 +169,7 @@ impl Lifecycle {
         let shared = self.shared();
         match shared.gate.enter() {
             Ok(()) => Ok(Session::unnamed(shared.clone())),
-            Err(closed) => Err(refuse(shared, closed)),
+            Err(_closed) => Err(refuse(shared)),
         }
     }
 
@@ -187,7 +187,7 @@ impl Lifecycle {
         self.shared().apply(|m, now| {
             m.force(now);
         });
-        self.shared().apply(|m, now| m.handle_timeout(now));
+        self.shared().timeout();
     }
 
     /// The current state.
@@ -215,9 +215,11 @@ impl Lifecycle {
     /// The future drives every service that has no spawner, enforces the grace deadline
     /// with the lifecycle's clock, and resolves once the lifecycle is `Terminated` or
     /// `Abandoned`. Once a stop is requested, a lifecycle with nothing in flight ends at
-    /// once. A lifecycle that has nothing to run — no service was ever added and no session
-    /// is live — is stopped by `wait` itself with [`StopCause::NothingToRun`] rather than
-    /// waited on forever. Any number of `Wait`s may run at once; each service is driven by one of
+    /// once. A lifecycle that has nothing to run when a `Wait` is first polled — no service
+    /// was ever added and no session is live — is stopped by it with
+    /// [`StopCause::NothingToRun`] rather than waited on forever. That is decided once per
+    /// lifecycle, at the first poll of its first `Wait`, never later: whether it stops must
+    /// not depend on when an executor happens to poll. Any number of `Wait`s may run at once; each service is driven by one of
     /// them, and dropping a `Wait` drops (and reports) the services it was driving.
     pub fn wait(&self) -> Wait {
         Wait {
@@ -363,13 +365,6 @@ impl Future for Wait {
             }
             // Register before looking at the deadline, so a stop in between is not missed.
             let draining = shared.stop.poll_wait(&mut this.stop_key, cx).is_ready();
-            if shared
-                .finished
-                .poll_wait(&mut this.finished_key, cx)
-                .is_ready()
-            {
-                continue;
-            }
             if let (true, Some(deadline)) = (draining, shared.deadline()) {
                 let sleep = match &mut this.sleep {
                     Some((armed, sleep)) if *armed == deadline => sleep,
@@ -381,7 +376,13 @@ impl Future for Wait {
                 };
                 if sleep.as_mut().poll(cx).is_ready() {
                     this.sleep = None;
-                    shared.apply(|m, now| m.handle_timeout(now));
+                    shared.timeout();
+                    if shared.deadline() == Some(deadline) {
+                        // The clock's sleep ended before its `now` reached the deadline:
+                        // yield and sleep again on the next poll rather than spin here.
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
                     continue;
                 }
             }

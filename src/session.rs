@@ -7,7 +7,6 @@ use std::sync::Arc;
 use crate::loom::lock;
 use crate::service::StopSignal;
 use crate::shared::Shared;
-use crate::sync::gate::Closed;
 use crate::{Refused, State};
 
 /// One unit of in-flight work. Dropping it ends the session.
@@ -117,10 +116,7 @@ impl fmt::Debug for Session {
 
 /// Turns a closed gate into the refusal the caller sees. Cold: only while stopping.
 #[cold]
-pub(crate) fn refuse(shared: &Shared, closed: Closed) -> Refused {
-    if closed.drained {
-        shared.sessions_drained();
-    }
+pub(crate) fn refuse(shared: &Shared) -> Refused {
     match shared.state() {
         State::Running | State::Draining => Refused::Draining,
         State::Terminated | State::Abandoned => Refused::Terminated,

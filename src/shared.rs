@@ -40,13 +40,15 @@ struct Core {
     aborts: Vec<AbortHandle>,
     /// The census taken when the lifecycle was abandoned.
     census: Option<SessionTally>,
+    /// The census a timeout decided on, for the `Abandon` it may cause.
+    decided: Option<SessionTally>,
     report: Option<Report>,
 }
 
 pub(crate) struct Shared {
     pub(crate) gate: Gate,
-    /// Whether a service was ever added (a lock-free hint; the machine knows for sure).
-    had_service: AtomicBool,
+    /// Whether the "nothing to run" question was already asked (see `stop_if_empty`).
+    empty_checked: AtomicBool,
     /// Guards the names and start times of live named sessions.
     pub(crate) registry: Mutex<Slab<NamedSession>>,
     /// Fires when draining starts.
@@ -85,7 +87,7 @@ impl Shared {
     pub(crate) fn new(machine: Machine, clock: Arc<dyn Clock>, spawner: Option<Spawner>) -> Self {
         Shared {
             gate: Gate::new(),
-            had_service: AtomicBool::new(false),
+            empty_checked: AtomicBool::new(false),
             registry: Mutex::new(Slab::new()),
             stop: Broadcast::new(),
             finished: Broadcast::new(),
@@ -93,6 +95,7 @@ impl Shared {
                 machine,
                 aborts: Vec::new(),
                 census: None,
+                decided: None,
                 report: None,
             }),
             clock,
@@ -127,8 +130,6 @@ impl Shared {
     ) -> Result<ServiceId, crate::Refused> {
         self.apply_core(|core, now| {
             let id = core.machine.add_service(now, name)?;
-            // Relaxed: a hint for `stop_if_empty`, which re-checks under the lock.
-            self.had_service.store(true, Ordering::Relaxed);
             // Under the same lock that assigned the id, so indices line up.
             core.aborts.push(abort);
             Ok(id)
@@ -151,12 +152,12 @@ impl Shared {
         lock(&self.core).machine.poll_timeout()
     }
 
-    /// Stops a running lifecycle that has never had a service and has no live session.
-    /// Returns whether it did.
+    /// At the first call only: stops a running lifecycle that has never had a service and
+    /// has no live session. Returns whether it did.
     pub(crate) fn stop_if_empty(&self) -> bool {
-        // Lock-free first: this runs at every poll of every `Wait` while running.
-        // Relaxed: a stale answer only sends us to the authoritative check under the lock.
-        if self.had_service.load(Ordering::Relaxed) || self.gate.live() != 0 {
+        // Decided once per lifecycle, at the first poll of the first `Wait`. Relaxed: only
+        // this flag's own value matters, and `swap` is atomic on it.
+        if self.empty_checked.swap(true, Ordering::Relaxed) {
             return false;
         }
         self.apply(|m, now| {
@@ -167,6 +168,24 @@ impl Shared {
                 && self.gate.live() == 0
                 && m.stop(now, StopCause::NothingToRun)
         })
+    }
+
+    /// The grace deadline (or a force) came: decide on one census of the sessions, so a
+    /// session that ended a moment ago (its drain report still on its way) is not abandoned,
+    /// and every abandoned one is named.
+    pub(crate) fn timeout(&self) {
+        self.apply_core(|core, now| {
+            let census = self.census(now);
+            if core.machine.state() == State::Draining
+                && census.abandoned.is_empty()
+                && census.abandoned_unnamed == 0
+            {
+                core.machine.handle_sessions_drained(now);
+            }
+            core.decided = Some(census);
+            // `settle` hands the decided census to the `Abandon` this may cause.
+            core.machine.handle_timeout(now);
+        });
     }
 
     pub(crate) fn service_exited(&self, id: ServiceId, exit: Exit) {
@@ -191,7 +210,7 @@ impl Shared {
                 Action::Complain { .. } => effects.complaints.push(action),
                 Action::Abandon => {
                     effects.aborts = core.aborts.clone();
-                    let census = self.census(now);
+                    let census = core.decided.take().unwrap_or_else(|| self.census(now));
                     effects.abandoned_sessions = Some(census.clone());
                     core.census = Some(census);
                 }

@@ -9,6 +9,7 @@ use async_lifecycle::{
 use futures::executor::LocalPool;
 use futures::future::{self, RemoteHandle};
 use futures::task::LocalSpawnExt;
+use std::future::Future as _;
 
 const GRACE: Duration = Duration::from_secs(10);
 
@@ -467,4 +468,63 @@ fn sessions_from_many_threads_are_all_counted() {
     assert_eq!(report.state(), State::Terminated);
     assert_eq!(report.sessions().admitted(), 4 * 1500);
     assert_eq!(report.sessions().completed(), 4 * 1500);
+}
+
+#[test]
+fn nothing_to_run_is_decided_at_the_first_poll_only() {
+    // A sessions-only program: the session is live when wait() is first polled, so the
+    // lifecycle keeps running, however often wait() is polled after that session ends.
+    let mut h = Harness::new(GRACE);
+    let session = h.lc.session("job").unwrap();
+    let wait = h.wait();
+    drop(session);
+    h.settle();
+    let spurious = h.pool.spawner().spawn_local_with_handle(h.lc.wait());
+    h.settle();
+    assert_eq!(
+        h.lc.state(),
+        State::Running,
+        "a later poll must not decide it"
+    );
+    h.lc.stop("done");
+    let report = h.report(wait);
+    assert_eq!(report.cause(), Some(&StopCause::from("done")));
+    drop(spurious);
+}
+
+/// A clock whose sleeps end at once while its time never moves: a misbehaving clock.
+#[derive(Debug)]
+struct ImpatientClock(std::time::Instant);
+
+impl async_lifecycle::Clock for ImpatientClock {
+    fn now(&self) -> std::time::Instant {
+        self.0
+    }
+    fn sleep_until(&self, _deadline: std::time::Instant) -> async_lifecycle::Sleep {
+        Box::pin(future::ready(()))
+    }
+}
+
+#[test]
+fn a_sleep_that_ends_early_does_not_abandon_or_spin() {
+    let lc = Lifecycle::builder()
+        .grace(GRACE)
+        .clock(ImpatientClock(std::time::Instant::now()))
+        .build();
+    let session = lc.session("in flight").unwrap();
+    lc.stop("deploy");
+    let mut wait = lc.wait();
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    for _ in 0..3 {
+        // Each poll returns (it yields instead of looping on the early sleep).
+        assert!(std::pin::Pin::new(&mut wait).poll(&mut cx).is_pending());
+    }
+    assert_eq!(
+        lc.state(),
+        State::Draining,
+        "time has not reached the deadline"
+    );
+    drop(session);
+    assert_eq!(lc.state(), State::Terminated);
 }

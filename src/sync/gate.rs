@@ -11,23 +11,26 @@
 //!
 //! - `C` (closed): set once by [`Gate::close`]; after it nothing is admitted.
 //! - `live`: sessions admitted and not yet ended.
-//! - `admitted`: attempts to enter, modulo 2³¹; every wrap-around is counted in `wraps` by
-//!   the one attempt that observes the field at its maximum, so the total stays exact.
+//! - `admitted`: sessions admitted, modulo 2³¹; every wrap-around is counted in `wraps` by
+//!   the one admission that observes the field at its maximum, so the total stays exact.
 //!
-//! Beginning a session adds `LIVE_ONE | ADMIT_ONE` in a single `fetch_add` and then looks
-//! at the closed bit of the value it replaced: the read and the increment are one atomic
-//! step, so a session is either counted before the close (and the closer sees it live) or
-//! sees the close and undoes its live increment (a refusal). Ending subtracts `LIVE_ONE`.
+//! Beginning a session is one compare-and-swap that adds `LIVE_ONE | ADMIT_ONE` only if `C`
+//! is clear: a session is either counted before the close (and the closer sees it live) or
+//! refused without touching the word. Ending subtracts `LIVE_ONE`.
+//!
+//! Why not a `fetch_add` and an undo on refusal, which is cheaper under contention? Loom
+//! showed the undo's window: a refusal in flight is, for that moment, a live session and an
+//! admission, so a census or a report taken then named a phantom straggler and, with the
+//! refusal counter bumped separately, computed `admitted - refused` below zero. With the
+//! CAS a refused attempt never changes the word, so every count read from it is exact.
 //!
 //! # Invariants
 //!
-//! - Once `C` is set, the live count only rises by refused attempts that at once undo it.
-//! - "Drained" (closed and live = 0) is reported by exactly the operation that moved the
-//!   word into that state: the close itself when nothing was live, or the end (or refusal
-//!   undo) that took live from 1 to 0. A refused attempt can make that happen more than
-//!   once; the receiver of the report is idempotent.
-//! - `admitted - refused` sessions were admitted; each ends exactly once through
-//!   [`Gate::exit`].
+//! - Once `C` is set, the word changes only by [`Gate::exit`]: live only falls.
+//! - "Drained" (closed and live = 0) is reported exactly once, by the operation that moved
+//!   the word into that state: the close itself when nothing was live, or the exit that took
+//!   live from 1 to 0.
+//! - `admitted` sessions were admitted; each ends exactly once through [`Gate::exit`].
 
 use crate::loom::{AtomicU64, Ordering};
 
@@ -49,12 +52,9 @@ pub(crate) struct Gate {
     refused: AtomicU64,
 }
 
-/// A refused attempt to enter.
+/// A refused attempt to enter: the gate is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Closed {
-    /// Whether undoing the attempt left the closed gate with no live session.
-    pub(crate) drained: bool,
-}
+pub(crate) struct Closed;
 
 impl Gate {
     pub(crate) fn new() -> Self {
@@ -68,17 +68,21 @@ impl Gate {
     /// Admits one session, or refuses it if the gate is closed.
     #[inline]
     pub(crate) fn enter(&self) -> Result<(), Closed> {
-        // Acquire: a refused caller then sees everything the closer did before closing
-        // (the stop cause, the state). The decision itself needs no ordering: an RMW always
-        // reads the latest value of the word.
-        let prev = self.word.fetch_add(LIVE_ONE | ADMIT_ONE, Ordering::Acquire);
-        if prev >> ADMIT_SHIFT == ADMIT_FIELD_MAX {
-            self.count_wrap();
-        }
-        if prev & CLOSED == 0 {
-            Ok(())
-        } else {
-            Err(self.refuse())
+        let admit =
+            |word: u64| (word & CLOSED == 0).then(|| word.wrapping_add(LIVE_ONE | ADMIT_ONE));
+        // Acquire on both outcomes: a refused caller then sees everything the closer did
+        // before closing (the stop cause, the state).
+        match self
+            .word
+            .fetch_update(Ordering::Acquire, Ordering::Acquire, admit)
+        {
+            Ok(prev) => {
+                if prev >> ADMIT_SHIFT == ADMIT_FIELD_MAX {
+                    self.count_wrap();
+                }
+                Ok(())
+            }
+            Err(_closed) => Err(self.refuse()),
         }
     }
 
@@ -101,18 +105,18 @@ impl Gate {
         prev & LIVE_MASK == 0
     }
 
-    /// Sessions admitted and not yet ended (refused attempts in flight included).
+    /// Sessions admitted and not yet ended.
     pub(crate) fn live(&self) -> u64 {
         (self.word.load(Ordering::Acquire) & LIVE_MASK) >> 1
     }
 
     /// Sessions admitted so far (refusals excluded).
     pub(crate) fn admitted(&self) -> u64 {
-        // Relaxed: statistics read once admission is closed and stable.
+        // Acquire on the word: pairs with the admissions it counts. Relaxed on `wraps`: a
+        // statistic, read once admission is closed and stable.
         let field = self.word.load(Ordering::Acquire) >> ADMIT_SHIFT;
         let wraps = self.wraps.load(Ordering::Relaxed);
-        let attempts = wraps * (ADMIT_FIELD_MAX + 1) + field;
-        attempts - self.refused()
+        wraps * (ADMIT_FIELD_MAX + 1) + field
     }
 
     /// Attempts refused because admission was closed.
@@ -131,10 +135,7 @@ impl Gate {
     fn refuse(&self) -> Closed {
         // Relaxed: a statistic.
         self.refused.fetch_add(1, Ordering::Relaxed);
-        let prev = self.word.fetch_sub(LIVE_ONE, Ordering::Release);
-        Closed {
-            drained: prev & (CLOSED | LIVE_MASK) == CLOSED_LAST,
-        }
+        Closed
     }
 }
 
@@ -149,7 +150,7 @@ mod tests {
         assert_eq!(gate.enter(), Ok(()));
         assert_eq!(gate.live(), 2);
         assert!(!gate.close(), "two sessions are live");
-        assert_eq!(gate.enter(), Err(Closed { drained: false }));
+        assert_eq!(gate.enter(), Err(Closed));
         assert!(!gate.exit());
         assert!(gate.exit(), "the last exit after close reports the drain");
         assert_eq!(gate.live(), 0);
@@ -163,8 +164,11 @@ mod tests {
         gate.enter().unwrap();
         assert!(!gate.exit(), "an exit while open never reports a drain");
         assert!(gate.close());
-        // A refusal on a drained gate re-reports the drain; receivers are idempotent.
-        assert_eq!(gate.enter(), Err(Closed { drained: true }));
+        // A refusal leaves the word alone: nothing live, nothing admitted, no new report.
+        assert_eq!(gate.enter(), Err(Closed));
+        assert_eq!(gate.live(), 0);
+        assert_eq!(gate.admitted(), 1);
+        assert_eq!(gate.refused(), 1);
     }
 
     #[test]
