@@ -1,0 +1,77 @@
+//! Loud complaints: every unclean end, panic and abandoned session is emitted at error level
+//! through `tracing` (the default feature), naming what it is about.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_lifecycle::{Lifecycle, ManualClock, State};
+use futures::executor::LocalPool;
+use futures::task::LocalSpawnExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Collects what the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn unclean_services_panics_and_stragglers_are_logged_at_error_level() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let _guard = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish()
+        .set_default();
+
+    let clock = ManualClock::new();
+    let lc = Lifecycle::builder()
+        .grace(Duration::from_secs(5))
+        .clock(clock.clone())
+        .build();
+    lc.service("flaky", |stop| async move {
+        stop.await;
+        let payload = "index out of bounds";
+        if !payload.is_empty() {
+            panic!("{payload}");
+        }
+    })
+    .unwrap();
+    lc.service("deaf", |_stop| futures::future::pending::<()>())
+        .unwrap();
+    let session = lc.session("conn 10.0.0.7:5123").unwrap();
+
+    let mut pool = LocalPool::new();
+    let wait = pool.spawner().spawn_local_with_handle(lc.wait()).unwrap();
+    pool.run_until_stalled();
+    lc.stop("deploy");
+    pool.run_until_stalled();
+    clock.advance(Duration::from_secs(5));
+    let report = pool.run_until(wait);
+    assert_eq!(report.state(), State::Abandoned);
+    drop(session);
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    let has = |needle: &str| errors.iter().any(|l| l.contains(needle));
+    assert!(
+        has("service ended uncleanly") && has("flaky") && has("index out of bounds"),
+        "{log}"
+    );
+    assert!(has("deaf") && has("abandoned"), "{log}");
+    assert!(
+        has("session abandoned") && has("conn 10.0.0.7:5123"),
+        "{log}"
+    );
+    assert_eq!(errors.len(), 3, "one complaint each, no more: {log}");
+}
