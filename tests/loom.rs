@@ -117,7 +117,11 @@ fn refused_begin_racing_force() {
         assert_eq!(report.state(), State::Abandoned);
         assert_eq!(report.sessions().abandoned().len(), 1, "{report}");
         assert_eq!(report.sessions().admitted(), 1, "{report}");
-        assert_eq!(report.sessions().abandoned_unnamed(), 0, "phantom: {report}");
+        assert_eq!(
+            report.sessions().abandoned_unnamed(),
+            0,
+            "phantom: {report}"
+        );
         drop(held);
     });
 }
