@@ -225,6 +225,8 @@ impl Shared {
                 }
             }
         }
+        // A census decided on by a timeout that abandoned nothing must not outlive it.
+        core.decided = None;
     }
 
     /// Names the sessions live now. Takes `registry` under `core` (the allowed order).
