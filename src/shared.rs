@@ -38,10 +38,9 @@ struct Core {
     machine: Machine,
     /// Abort handles of the services, by service index.
     aborts: Vec<AbortHandle>,
-    /// The census taken when the lifecycle was abandoned.
+    /// The census a timeout decided on: it feeds the `Abandon` and the report that timeout
+    /// may cause in the same settle, and is cleared at the end of it.
     census: Option<SessionTally>,
-    /// The census a timeout decided on, for the `Abandon` it may cause.
-    decided: Option<SessionTally>,
     report: Option<Report>,
 }
 
@@ -95,7 +94,6 @@ impl Shared {
                 machine,
                 aborts: Vec::new(),
                 census: None,
-                decided: None,
                 report: None,
             }),
             clock,
@@ -182,8 +180,8 @@ impl Shared {
             {
                 core.machine.handle_sessions_drained(now);
             }
-            core.decided = Some(census);
-            // `settle` hands the decided census to the `Abandon` this may cause.
+            core.census = Some(census);
+            // `settle` hands this census to the `Abandon` and the report this may cause.
             core.machine.handle_timeout(now);
         });
     }
@@ -210,9 +208,9 @@ impl Shared {
                 Action::Complain { .. } => effects.complaints.push(action),
                 Action::Abandon => {
                     effects.aborts = core.aborts.clone();
-                    let census = core.decided.take().unwrap_or_else(|| self.census(now));
+                    // Only `timeout` abandons, and it took the census first.
+                    let census = core.census.get_or_insert_with(|| self.census(now));
                     effects.abandoned_sessions = Some(census.clone());
-                    core.census = Some(census);
                 }
                 Action::Finish => {
                     let tally = core.census.take().unwrap_or_else(|| SessionTally {
@@ -225,8 +223,8 @@ impl Shared {
                 }
             }
         }
-        // A census decided on by a timeout that abandoned nothing must not outlive it.
-        core.decided = None;
+        // A census taken by a timeout that abandoned nothing must not outlive it.
+        core.census = None;
     }
 
     /// Names the sessions live now. Takes `registry` under `core` (the allowed order).

@@ -143,8 +143,9 @@ fn last_session_ending_racing_the_drain_waiter() {
 }
 
 /// `EndSession` (the last live session) racing a refused `BeginSession`, with `wait()` parked:
-/// when the refusal's undo is what empties the gate, the refusal must report the drain, or
-/// the waiter would sleep until the deadline with nothing live.
+/// the refusal must neither be admitted nor hide the drain, or the waiter would sleep until
+/// the deadline with nothing live. (It guarded the old fetch_add + undo gate, where the undo
+/// could be what emptied it; the CAS gate keeps it as a regression model.)
 #[test]
 fn refused_begin_racing_the_last_session_end() {
     model(|| {
