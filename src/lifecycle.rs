@@ -205,6 +205,17 @@ impl Lifecycle {
         StopSignal::new(self.shared().clone())
     }
 
+    /// A future that resolves once the lifecycle has ended (`Terminated` or `Abandoned`),
+    /// without driving anything: for threads and tasks that must act at the end (the signal
+    /// handler restores the signals' dispositions then).
+    #[allow(dead_code)]
+    pub(crate) fn ended(&self) -> Ended {
+        Ended {
+            shared: self.shared().clone(),
+            key: None,
+        }
+    }
+
     /// The clock this lifecycle reads.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.shared().clock
@@ -409,5 +420,26 @@ impl fmt::Debug for Wait {
             .field("services", &self.services.len())
             .field("deadline_armed", &self.sleep.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// Resolves once the lifecycle has ended; see `Lifecycle::ended`.
+pub(crate) struct Ended {
+    shared: Arc<Shared>,
+    key: Option<usize>,
+}
+
+impl Future for Ended {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        this.shared.finished.poll_wait(&mut this.key, cx)
+    }
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.shared.finished.cancel(&mut self.key);
     }
 }
