@@ -37,7 +37,7 @@ async fn ours() {
     for _ in 0..SESSIONS {
         let session = lc.session("session").expect("running");
         tokio::spawn(async move {
-            session.draining().await;
+            session.stop_signal().await;
             drop(session);
         });
     }

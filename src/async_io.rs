@@ -83,19 +83,29 @@ pub fn spawner(
 /// Configures a [`Builder`] for async-io in one call.
 pub trait BuilderExt: sealed::Sealed {
     /// Uses [`AsyncIoClock`]; services stay driven by [`Lifecycle::wait`](crate::Lifecycle::wait).
+    /// An explicit [`Builder::clock`] wins, before or after this call.
+    ///
+    /// # Panics
+    ///
+    /// After another runtime was chosen.
     fn async_io(self) -> Builder;
 
-    /// Uses [`AsyncIoClock`] and runs services as tasks of `ex` (see [`spawner`]).
+    /// Uses [`AsyncIoClock`] and runs services as tasks of `ex` (see [`spawner`]). An explicit
+    /// [`Builder::clock`] or [`Builder::spawner`] wins, before or after this call.
+    ///
+    /// # Panics
+    ///
+    /// After another runtime was chosen.
     fn smol(self, ex: Arc<Executor<'static>>) -> Builder;
 }
 
 impl BuilderExt for Builder {
     fn async_io(self) -> Builder {
-        self.clock(AsyncIoClock)
+        self.runtime("async_io", Arc::new(AsyncIoClock), None)
     }
 
     fn smol(self, ex: Arc<Executor<'static>>) -> Builder {
-        self.clock(AsyncIoClock).spawner(spawner(ex))
+        self.runtime("smol", Arc::new(AsyncIoClock), Some(Arc::new(spawner(ex))))
     }
 }
 

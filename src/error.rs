@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// Why the lifecycle would not admit a session or a service.
+/// Why the lifecycle would not admit a session (or a service: see [`ServiceError`]).
 ///
 /// A lifecycle admits work only while it is [`Running`](crate::State::Running). Once a stop
 /// was requested, every new [`session`](crate::Lifecycle::session) or
@@ -22,7 +22,7 @@ use std::fmt;
 /// assert!(err.is_draining());
 /// assert_eq!(err.to_string(), "lifecycle is draining: no new work is admitted");
 /// drop(in_flight); // the last session ends: the lifecycle terminates
-/// assert_eq!(lc.session("late").unwrap_err(), Refused::Terminated);
+/// assert_eq!(lc.session("late").unwrap_err(), Refused::Ended);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -30,7 +30,7 @@ pub enum Refused {
     /// A stop was requested and in-flight work is draining.
     Draining,
     /// The lifecycle has ended (terminated or abandoned).
-    Terminated,
+    Ended,
 }
 
 impl Refused {
@@ -40,8 +40,8 @@ impl Refused {
     }
 
     /// Whether the refusal happened after the lifecycle ended.
-    pub fn is_terminated(&self) -> bool {
-        matches!(self, Refused::Terminated)
+    pub fn is_ended(&self) -> bool {
+        matches!(self, Refused::Ended)
     }
 }
 
@@ -49,9 +49,60 @@ impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refused::Draining => f.write_str("lifecycle is draining: no new work is admitted"),
-            Refused::Terminated => f.write_str("lifecycle has ended: no new work is admitted"),
+            Refused::Ended => f.write_str("lifecycle has ended: no new work is admitted"),
         }
     }
 }
 
 impl std::error::Error for Refused {}
+
+/// Why [`Lifecycle::service`](crate::Lifecycle::service) did not add a service. The service's
+/// closure was not called.
+///
+/// # Examples
+///
+/// ```
+/// use async_lifecycle::{Lifecycle, ServiceError};
+///
+/// let lc = Lifecycle::new();
+/// lc.service("db", |stop| stop).unwrap();
+/// let err = lc.service("db", |stop| stop).unwrap_err();
+/// assert!(matches!(err, ServiceError::DuplicateName(ref name) if name == "db"));
+/// assert_eq!(err.to_string(), "a service named \"db\" was already added");
+/// # lc.stop("done");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The lifecycle is no longer running.
+    Refused(Refused),
+    /// A service of this name was already added: names identify services in the report
+    /// and in [`Report::service`](crate::Report::service).
+    DuplicateName(std::borrow::Cow<'static, str>),
+}
+
+impl From<Refused> for ServiceError {
+    fn from(refused: Refused) -> Self {
+        ServiceError::Refused(refused)
+    }
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceError::Refused(refused) => refused.fmt(f),
+            ServiceError::DuplicateName(name) => {
+                write!(f, "a service named \"{name}\" was already added")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ServiceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServiceError::Refused(refused) => Some(refused),
+            ServiceError::DuplicateName(_) => None,
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //! one job. When the program is told to stop, a [`Lifecycle`]:
 //!
 //! 1. stops admitting work: new sessions and services are [`Refused`], never dropped;
-//! 2. fires every service's [`StopSignal`] (and each session's [`Session::draining`]);
+//! 2. fires every service's [`StopSignal`] (and each session's [`Session::stop_signal`]);
 //! 3. waits for what is in flight, up to a grace deadline measured on a pluggable
 //!    [`Clock`];
 //! 4. abandons the stragglers at the deadline and names them;
@@ -60,7 +60,7 @@
 //! assert_eq!(report.exit_code(), 2);
 //! println!("{report}");
 //! # drop(conn);
-//! # Ok::<(), async_lifecycle::Refused>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Features
@@ -88,7 +88,7 @@
 //! - **swansong**: executor-agnostic like this crate, but without a deadline, an abandon
 //!   step or a report.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // `signal`: one module (src/signal/os.rs) calls `sigaction`; see its docs.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -107,6 +107,7 @@ pub mod machine;
 mod service;
 mod session;
 mod shared;
+mod snapshot;
 #[cfg(all(feature = "signal", unix))]
 pub mod signal;
 mod sync;
@@ -114,14 +115,15 @@ mod sync;
 pub mod tokio;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
-pub use error::Refused;
-pub use lifecycle::{Builder, DEFAULT_GRACE, Lifecycle, Wait};
+pub use error::{Refused, ServiceError};
+pub use lifecycle::{Builder, DEFAULT_GRACE, Lifecycle, Wait, WeakLifecycle};
 pub use machine::{
-    AbandonedSession, FailurePolicy, Report, ServiceOutcome, ServiceReport, SessionReport, State,
-    StopCause,
+    FailurePolicy, NamedSession, PanickedSession, Report, ServiceOutcome, ServiceReport,
+    SessionReport, State, StopCause,
 };
 pub use service::{ServiceResult, StopSignal};
-pub use session::Session;
+pub use session::{Session, SessionPanic};
+pub use snapshot::{ServiceSnapshot, Snapshot};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -12,14 +12,14 @@ use futures_util::StreamExt;
 use futures_util::future::AbortHandle;
 use futures_util::stream::FuturesUnordered;
 
-use crate::Refused;
 use crate::clock::{Clock, Sleep, SystemClock};
-use crate::loom::lock;
-use crate::machine::{FailurePolicy, Machine, Report, State, StopCause};
-use crate::service::{ServiceResult, ServiceTask, StopSignal};
+use crate::machine::{Exit, FailurePolicy, Machine, Report, State, StopCause};
+use crate::service::{ServiceResult, ServiceTask, StopSignal, Task, Trigger, panic_text};
 use crate::session::{Session, refuse};
-use crate::shared::{NamedSession, Shared, Spawner};
+use crate::shared::{Shared, Spawner};
+use crate::snapshot::Snapshot;
 use crate::sync::QueueKey;
+use crate::{Refused, ServiceError};
 
 /// The grace period used when none is configured: 30 s, Kubernetes' default
 /// `terminationGracePeriodSeconds`.
@@ -105,12 +105,21 @@ impl Lifecycle {
     /// whoever polls [`wait`](Lifecycle::wait). Panics inside it are caught and reported
     /// with their payload; returning before the stop (even `Ok`), failing or panicking is
     /// complained about loudly and, under [`FailurePolicy::StopAll`], stops the lifecycle.
+    /// `f` is called only once the service is admitted; if `f` itself panics, the service is
+    /// recorded as panicked and the panic continues.
+    ///
+    /// Inside the service, begin sessions through a [`WeakLifecycle`] (see the type docs).
     ///
     /// # Errors
     ///
-    /// [`Refused`] once a stop was requested; `f` has then been called but its future is
-    /// dropped without being polled.
-    pub fn service<F, Fut>(&self, name: impl Into<Cow<'static, str>>, f: F) -> Result<(), Refused>
+    /// [`ServiceError::Refused`] once a stop was requested, and
+    /// [`ServiceError::DuplicateName`] when a service of that name was already added
+    /// (names identify services in the report). `f` is not called then.
+    pub fn service<F, Fut>(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        f: F,
+    ) -> Result<(), ServiceError>
     where
         F: FnOnce(StopSignal) -> Fut,
         Fut: Future + Send + 'static,
@@ -118,17 +127,61 @@ impl Lifecycle {
     {
         let shared = self.shared();
         let (abort, registration) = AbortHandle::new_pair();
-        let body = f(StopSignal::new(shared.clone()));
-        let mut task = ServiceTask::new(shared.clone(), body, registration);
         let id = shared.add_service(name.into(), abort)?;
-        task.set_id(id);
-        match &shared.spawner {
-            Some(spawn) => spawn(Box::pin(task)),
-            // Fails only once the lifecycle ended; the task is then dropped, and the machine
-            // (final) keeps the service recorded as abandoned.
-            None => drop(shared.queue.push(task)),
-        }
+        let stop = StopSignal::new(shared.clone());
+        let body = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(stop))) {
+            Ok(body) => body,
+            Err(payload) => {
+                shared.service_exited(id, Exit::Panic(panic_text(&*payload)));
+                std::panic::resume_unwind(payload);
+            }
+        };
+        let task = ServiceTask::new(shared.clone(), id, body, registration);
+        shared.run(Task::Service(task));
         Ok(())
+    }
+
+    /// Stops the lifecycle when `trigger` resolves, with its output as the cause: for a
+    /// server whose API is `run(listener, shutdown: impl Future)`, a `ctrl_c()` future, a
+    /// message on a channel. The trigger is run by the spawner, or by [`wait`](Lifecycle::wait);
+    /// it is dropped unfinished once the lifecycle stops for another reason. It holds no
+    /// `Lifecycle` handle, so it keeps nothing alive. A trigger that panics stops the
+    /// lifecycle too, with a cause that carries the panic's message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_lifecycle::{Lifecycle, StopCause};
+    ///
+    /// let lc = Lifecycle::new();
+    /// lc.service("worker", |stop| stop).unwrap();
+    /// let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    /// lc.stop_on(async move {
+    ///     let _ = rx.await;
+    ///     "admin asked"
+    /// });
+    /// tx.send(()).unwrap();
+    /// let report = futures::executor::block_on(lc.wait());
+    /// assert_eq!(report.cause(), Some(&StopCause::from("admin asked")));
+    /// assert_eq!(report.exit_code(), 0);
+    /// ```
+    pub fn stop_on<F>(&self, trigger: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Into<StopCause>,
+    {
+        use futures_util::FutureExt;
+        let fut = std::panic::AssertUnwindSafe(trigger)
+            .catch_unwind()
+            .map(|outcome| match outcome {
+                Ok(cause) => cause.into(),
+                Err(payload) => StopCause::Requested(Cow::Owned(format!(
+                    "stop trigger panicked: {}",
+                    panic_text(&*payload)
+                ))),
+            });
+        let shared = self.shared();
+        shared.run(Task::Trigger(Trigger::new(shared.clone(), Box::pin(fut))));
     }
 
     /// Begins a named session. The name appears in the report if the session is abandoned.
@@ -141,24 +194,10 @@ impl Lifecycle {
     ///
     /// [`Refused`] once a stop was requested: the caller should turn the work away politely.
     pub fn session(&self, name: impl Into<Cow<'static, str>>) -> Result<Session, Refused> {
-        let shared = self.shared();
-        let began = shared.clock.now();
-        let name = name.into();
-        let mut registry = lock(&shared.registry);
-        match shared.gate.enter() {
-            Ok(()) => {
-                let key = registry.insert(NamedSession { name, began });
-                drop(registry);
-                Ok(Session::named(shared.clone(), key))
-            }
-            Err(_closed) => {
-                drop(registry);
-                Err(refuse(shared))
-            }
-        }
+        session(self.shared(), name.into())
     }
 
-    /// Begins a session without a name: two atomic operations and no allocation. If it is
+    /// Begins a session without a name: one compare-and-swap and no allocation. If it is
     /// abandoned, the report counts it without naming it.
     ///
     /// # Errors
@@ -166,11 +205,7 @@ impl Lifecycle {
     /// [`Refused`] once a stop was requested.
     #[inline]
     pub fn unnamed_session(&self) -> Result<Session, Refused> {
-        let shared = self.shared();
-        match shared.gate.enter() {
-            Ok(()) => Ok(Session::unnamed(shared.clone())),
-            Err(_closed) => Err(refuse(shared)),
-        }
+        unnamed_session(self.shared())
     }
 
     /// Requests a graceful stop, from any thread or task, any number of times: the first
@@ -184,10 +219,7 @@ impl Lifecycle {
     /// Forces the stop: whatever is still running now is abandoned at once and named in the
     /// report (a graceful stop is requested first, with [`StopCause::Forced`], if none was).
     pub fn force(&self) {
-        self.shared().apply(|m, now| {
-            m.force(now);
-        });
-        self.shared().timeout();
+        self.shared().apply(Machine::force);
     }
 
     /// The current state.
@@ -195,14 +227,35 @@ impl Lifecycle {
         self.shared().state()
     }
 
+    /// Whether the stop was requested: the lifecycle is draining or has ended. One atomic
+    /// load.
+    pub fn is_stopped(&self) -> bool {
+        self.shared().stop.is_fired()
+    }
+
     /// The first stop cause, once a stop was requested.
-    pub fn cause(&self) -> Option<StopCause> {
+    pub fn cause(&self) -> Option<&StopCause> {
         self.shared().cause()
     }
 
-    /// A future that resolves when draining starts.
+    /// A future that resolves when the stop is requested (draining starts).
     pub fn stop_signal(&self) -> StopSignal {
         StopSignal::new(self.shared().clone())
+    }
+
+    /// The live view: state, cause, the session counts so far (refusals after the end
+    /// included), the [`Snapshot::OLDEST`] oldest live named sessions with their ages, and
+    /// each service with its status and uptime. For health endpoints, logs and tests.
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared().snapshot(Snapshot::OLDEST)
+    }
+
+    /// A handle that begins sessions and requests stops like this one, but does not keep the
+    /// lifecycle alive: the handle for services (see the [type docs](Lifecycle)).
+    pub fn downgrade(&self) -> WeakLifecycle {
+        WeakLifecycle {
+            shared: self.shared().clone(),
+        }
     }
 
     /// A future that resolves once the lifecycle has ended (`Terminated` or `Abandoned`),
@@ -230,8 +283,9 @@ impl Lifecycle {
     /// was ever added and no session is live — is stopped by it with
     /// [`StopCause::NothingToRun`] rather than waited on forever. That is decided once per
     /// lifecycle, at the first poll of its first `Wait`, never later: whether it stops must
-    /// not depend on when an executor happens to poll. Any number of `Wait`s may run at once; each service is driven by one of
-    /// them, and dropping a `Wait` drops (and reports) the services it was driving.
+    /// not depend on when an executor happens to poll. Any number of `Wait`s may run at
+    /// once; each service is driven by one of them, and dropping a `Wait` drops (and reports)
+    /// the services it was driving.
     pub fn wait(&self) -> Wait {
         Wait {
             lifecycle: self.clone(),
@@ -244,11 +298,118 @@ impl Lifecycle {
     }
 }
 
+fn session(shared: &Arc<Shared>, name: Cow<'static, str>) -> Result<Session, Refused> {
+    let began = shared.clock.now();
+    match shared.sessions.begin_named(name, began) {
+        Ok(key) => Ok(Session::named(shared.clone(), key)),
+        Err(_closed) => Err(refuse(shared)),
+    }
+}
+
+#[inline]
+fn unnamed_session(shared: &Arc<Shared>) -> Result<Session, Refused> {
+    match shared.sessions.begin_unnamed() {
+        Ok(()) => Ok(Session::unnamed(shared.clone())),
+        Err(_closed) => Err(refuse(shared)),
+    }
+}
+
+impl Shared {
+    /// Hands a task to the spawner, or queues it for a `Wait`. A task queued after the end
+    /// is dropped at once (a service then stays recorded as it ended or was abandoned).
+    pub(crate) fn run(&self, task: Task) {
+        match &self.spawner {
+            Some(spawn) => spawn(Box::pin(task)),
+            None => {
+                if let Err(task) = self.queue.push(task) {
+                    crate::complain::quietly(|| drop(task));
+                }
+            }
+        }
+    }
+}
+
+/// A [`Lifecycle`] handle that does not keep the lifecycle alive: it begins sessions and
+/// requests stops, and that is all. The handle a service should hold (from
+/// [`Lifecycle::downgrade`]): once every `Lifecycle` handle is gone, the lifecycle stops with
+/// [`StopCause::HandlesDropped`] and the service with it, whether or not a driver ever ran it.
+///
+/// # Examples
+///
+/// The accept-loop pattern: the service begins a session per connection.
+///
+/// ```
+/// use async_lifecycle::Lifecycle;
+///
+/// let lc = Lifecycle::new();
+/// let sessions = lc.downgrade();
+/// let watch = lc.downgrade();
+/// lc.service("accept", move |stop| async move {
+///     let _conn = sessions.session("conn 1").expect("running");
+///     stop.await;
+/// })
+/// .unwrap();
+/// // An early `?` in main: nothing could start the service now. It is dropped (with
+/// // whatever it owns) and the lifecycle stops.
+/// drop(lc);
+/// assert!(watch.is_stopped());
+/// assert!(watch.session("late").is_err());
+/// ```
+#[derive(Clone)]
+pub struct WeakLifecycle {
+    shared: Arc<Shared>,
+}
+
+impl WeakLifecycle {
+    /// Begins a named session; see [`Lifecycle::session`].
+    ///
+    /// # Errors
+    ///
+    /// [`Refused`] once a stop was requested (every `Lifecycle` handle being dropped is one).
+    pub fn session(&self, name: impl Into<Cow<'static, str>>) -> Result<Session, Refused> {
+        session(&self.shared, name.into())
+    }
+
+    /// Begins an unnamed session; see [`Lifecycle::unnamed_session`].
+    ///
+    /// # Errors
+    ///
+    /// [`Refused`] once a stop was requested.
+    #[inline]
+    pub fn unnamed_session(&self) -> Result<Session, Refused> {
+        unnamed_session(&self.shared)
+    }
+
+    /// Requests a graceful stop; see [`Lifecycle::stop`].
+    pub fn stop(&self, cause: impl Into<StopCause>) {
+        let cause = cause.into();
+        self.shared.apply(|m, now| m.stop(now, cause));
+    }
+
+    /// Whether the stop was requested.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stop.is_fired()
+    }
+
+    /// A future that resolves when the stop is requested.
+    pub fn stop_signal(&self) -> StopSignal {
+        StopSignal::new(self.shared.clone())
+    }
+}
+
+impl fmt::Debug for WeakLifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakLifecycle")
+            .field("stopped", &self.is_stopped())
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Debug for Lifecycle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lifecycle")
             .field("state", &self.state())
-            .field("live_sessions", &self.shared().gate.live())
+            .field("live_sessions", &self.shared().sessions.live())
             .finish_non_exhaustive()
     }
 }
@@ -274,6 +435,9 @@ pub struct Builder {
     grace: Duration,
     clock: Option<Arc<dyn Clock>>,
     spawner: Option<Spawner>,
+    /// A runtime chosen by `.tokio()`, `.smol(..)` or `.async_io()`: its name, clock and
+    /// spawner, used where `.clock(..)` / `.spawner(..)` did not choose.
+    runtime: Option<(&'static str, Arc<dyn Clock>, Option<Spawner>)>,
     policy: FailurePolicy,
 }
 
@@ -283,8 +447,32 @@ impl Builder {
             grace: DEFAULT_GRACE,
             clock: None,
             spawner: None,
+            runtime: None,
             policy: FailurePolicy::default(),
         }
+    }
+
+    /// Chooses a runtime's clock and spawner (for the runtime extension traits). An explicit
+    /// `.clock(..)` or `.spawner(..)` wins whatever the order of the calls.
+    ///
+    /// # Panics
+    ///
+    /// When a runtime was already chosen: a lifecycle runs on one.
+    #[allow(dead_code)] // reason: used only by the runtime features
+    pub(crate) fn runtime(
+        mut self,
+        name: &'static str,
+        clock: Arc<dyn Clock>,
+        spawner: Option<Spawner>,
+    ) -> Self {
+        if let Some((first, ..)) = &self.runtime {
+            panic!(
+                "async_lifecycle::Builder: `.{name}()` after `.{first}()`: a lifecycle runs on \
+                 one runtime; choose one (and use `.clock(..)` / `.spawner(..)` to mix)"
+            );
+        }
+        self.runtime = Some((name, clock, spawner));
+        self
     }
 
     /// How long draining may take before what is still running is abandoned. Zero abandons
@@ -296,14 +484,16 @@ impl Builder {
     }
 
     /// The clock for the grace deadline and session ages; use a
-    /// [`ManualClock`](crate::ManualClock) in tests.
+    /// [`ManualClock`](crate::ManualClock) in tests. It wins over a runtime's clock
+    /// (`.tokio()`, `.smol(..)`), in whatever order the two are called.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
         self
     }
 
     /// Runs each service's future through `spawn` (for example `|f| { tokio::spawn(f); }`)
-    /// instead of inside [`Lifecycle::wait`], so services use the executor's threads.
+    /// instead of inside [`Lifecycle::wait`], so services use the executor's threads. It
+    /// wins over a runtime's spawner, in whatever order the two are called.
     pub fn spawner(
         mut self,
         spawn: impl Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync + 'static,
@@ -320,9 +510,17 @@ impl Builder {
 
     /// Builds the lifecycle, in [`State::Running`].
     pub fn build(self) -> Lifecycle {
-        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let (runtime_clock, runtime_spawner) = match self.runtime {
+            Some((_, clock, spawner)) => (Some(clock), spawner),
+            None => (None, None),
+        };
+        let clock = self
+            .clock
+            .or(runtime_clock)
+            .unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let spawner = self.spawner.or(runtime_spawner);
         let machine = Machine::new(clock.now(), self.grace, self.policy);
-        let shared = Arc::new(Shared::new(machine, clock, self.spawner));
+        let shared = Arc::new(Shared::new(machine, clock, spawner));
         Lifecycle {
             owner: Arc::new(Owner { shared }),
         }
@@ -335,6 +533,7 @@ impl fmt::Debug for Builder {
             .field("grace", &self.grace)
             .field("clock", &self.clock)
             .field("spawner", &self.spawner.is_some())
+            .field("runtime", &self.runtime.as_ref().map(|(name, ..)| *name))
             .field("policy", &self.policy)
             .finish()
     }
@@ -345,7 +544,7 @@ impl fmt::Debug for Builder {
 pub struct Wait {
     lifecycle: Lifecycle,
     queue_key: QueueKey,
-    services: FuturesUnordered<ServiceTask>,
+    services: FuturesUnordered<Task>,
     sleep: Option<(Instant, Sleep)>,
     stop_key: Option<usize>,
     finished_key: Option<usize>,
@@ -366,10 +565,9 @@ impl Future for Wait {
             {
                 return Poll::Ready(shared.report().expect("finished implies a report"));
             }
+            shared.wait_started();
             this.services
                 .extend(shared.queue.take(&mut this.queue_key, cx));
-            // Services first: with a zero grace, what ends on its first poll after the stop
-            // still counts as ended in time.
             while let Poll::Ready(Some(())) = this.services.poll_next_unpin(cx) {}
             if shared.finished.is_fired() {
                 continue;
@@ -397,7 +595,7 @@ impl Future for Wait {
                     continue;
                 }
             }
-            if !draining && shared.stop_if_empty() {
+            if shared.finished.is_fired() {
                 continue;
             }
             return Poll::Pending;

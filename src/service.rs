@@ -80,19 +80,16 @@ pub(crate) struct ServiceTask {
 impl ServiceTask {
     pub(crate) fn new<R: ServiceResult>(
         shared: Arc<Shared>,
+        id: ServiceId,
         body: impl Future<Output = R> + Send + 'static,
         registration: futures_util::future::AbortRegistration,
     ) -> Self {
         let body: Body = Box::pin(body.map(ServiceResult::into_exit));
         ServiceTask {
             shared,
-            id: None,
+            id: Some(id),
             body: Abortable::new(AssertUnwindSafe(body).catch_unwind(), registration),
         }
-    }
-
-    pub(crate) fn set_id(&mut self, id: ServiceId) {
-        self.id = Some(id);
     }
 
     fn finish(&mut self, exit: Exit) {
@@ -132,10 +129,79 @@ impl Drop for ServiceTask {
     }
 }
 
+/// What a driver (a `Wait`, or the spawner) runs for the lifecycle: a service, or a stop
+/// trigger from [`Lifecycle::stop_on`](crate::Lifecycle::stop_on).
+pub(crate) enum Task {
+    Service(ServiceTask),
+    Trigger(Trigger),
+}
+
+impl Future for Task {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.get_mut() {
+            Task::Service(task) => Pin::new(task).poll(cx),
+            Task::Trigger(trigger) => Pin::new(trigger).poll(cx),
+        }
+    }
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Task::Service(task) => task.fmt(f),
+            Task::Trigger(_) => f.write_str("Trigger"),
+        }
+    }
+}
+
+/// A future that stops the lifecycle with its output as the cause; it gives up (and is
+/// dropped) once the lifecycle stopped for another reason. It holds the shared state, not a
+/// `Lifecycle` handle, so it keeps nothing alive.
+pub(crate) struct Trigger {
+    shared: Arc<Shared>,
+    stop_key: Option<usize>,
+    fut: Pin<Box<dyn Future<Output = StopCause> + Send>>,
+}
+
+impl Trigger {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        fut: Pin<Box<dyn Future<Output = StopCause> + Send>>,
+    ) -> Self {
+        Trigger {
+            shared,
+            stop_key: None,
+            fut,
+        }
+    }
+}
+
+impl Future for Trigger {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if this.shared.stop.poll_wait(&mut this.stop_key, cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let cause = std::task::ready!(this.fut.as_mut().poll(cx));
+        this.shared.apply(|m, now| m.stop(now, cause));
+        Poll::Ready(())
+    }
+}
+
+impl Drop for Trigger {
+    fn drop(&mut self) {
+        self.shared.stop.cancel(&mut self.stop_key);
+    }
+}
+
 /// Resolves when the lifecycle starts draining: the moment to stop taking new work and wrap
 /// up what is in flight.
 ///
-/// Every service is handed one; [`Session::draining`](crate::Session::draining) and
+/// Every service is handed one; [`Session::stop_signal`](crate::Session::stop_signal) and
 /// [`Lifecycle::stop_signal`](crate::Lifecycle::stop_signal) give more. It is level-triggered:
 /// once the stop was requested, it is ready at every poll, so it can sit in a `select!` loop.
 /// Cloning it is cheap; each clone waits on its own.
@@ -170,7 +236,7 @@ impl StopSignal {
     }
 
     /// Why the lifecycle stopped, once it did.
-    pub fn cause(&self) -> Option<StopCause> {
+    pub fn cause(&self) -> Option<&StopCause> {
         self.shared.cause()
     }
 }

@@ -93,16 +93,18 @@ pub fn spawner_on(
 /// Configures a [`Builder`] for tokio in one call.
 pub trait BuilderExt: sealed::Sealed {
     /// Uses [`TokioClock`] and runs services as tasks on the current runtime ([`spawner`]).
+    /// An explicit [`Builder::clock`] or [`Builder::spawner`] wins, before or after this
+    /// call (a [`ManualClock`](crate::ManualClock) with tokio's spawner, say).
     ///
     /// # Panics
     ///
-    /// When called outside a tokio runtime.
+    /// When called outside a tokio runtime, or after another runtime was chosen.
     fn tokio(self) -> Builder;
 }
 
 impl BuilderExt for Builder {
     fn tokio(self) -> Builder {
-        self.clock(TokioClock).spawner(spawner())
+        self.runtime("tokio", std::sync::Arc::new(TokioClock), Some(std::sync::Arc::new(spawner())))
     }
 }
 

@@ -43,7 +43,7 @@ async fn scenario(
     spawn(
         async move {
             streaming_tx.send(()).unwrap();
-            stream.draining().await;
+            stream.stop_signal().await;
             drop(stream);
         }
         .boxed(),

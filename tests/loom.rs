@@ -86,7 +86,7 @@ fn session_begin_racing_stop() {
                     State::Draining,
                     "an admitted session holds the drain"
                 );
-                assert!(session.is_draining());
+                assert!(session.is_stopped());
                 drop(session);
             }
             assert_eq!(lc.state(), State::Terminated);
@@ -227,7 +227,7 @@ fn two_threads_stopping_at_once() {
             let lc = lc.clone();
             thread::spawn(move || {
                 lc.stop(reason);
-                lc.cause()
+                lc.cause().cloned()
             })
         };
         let (a, b) = (stopper("a"), stopper("b"));
@@ -288,7 +288,7 @@ fn stop_racing_wait_with_nothing_to_run() {
         let other = lc.clone();
         let stopper = thread::spawn(move || {
             other.stop("deploy");
-            other.cause()
+            other.cause().cloned()
         });
         let report = block_on(lc.wait());
         let seen = stopper.join().unwrap();

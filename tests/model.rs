@@ -24,6 +24,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<bool>().prop_map(|honours_stop| Op::AddService { honours_stop }),
         4 => any::<bool>().prop_map(|named| Op::BeginSession { named }),
         3 => any::<u8>().prop_map(|pick| Op::EndSession { pick }),
+        1 => any::<u8>().prop_map(|pick| Op::PanicSession { pick }),
         2 => (any::<u8>(), how()).prop_map(|(pick, how)| Op::ServiceExit { pick, how }),
         1 => any::<u8>().prop_map(|cause| Op::Stop { cause }),
         1 => Just(Op::Force),

@@ -4,29 +4,44 @@
 //! is a method that takes `now` as an argument, and every output is either an [`Action`]
 //! drained with [`Machine::poll`] or the next deadline from [`Machine::poll_timeout`]. The
 //! async shell ([`Lifecycle`](crate::Lifecycle)) owns the clock, the services' futures and the
-//! session gate, and feeds this machine; tests, proptest schedules and fuzz targets drive it
-//! directly.
+//! session gate, and only forwards what it observes; every decision — when draining starts,
+//! whether the sessions are drained, whether the end is `Terminated` or `Abandoned`, whether
+//! a lifecycle with nothing to run stops — is taken here. Tests, proptest schedules and fuzz
+//! targets drive it directly with the same forwarding.
 //!
 //! # Call order
 //!
-//! After any `handle_*`/`add_service`/`stop`/`force` call, drain [`Machine::poll`] until it
-//! returns `None` and act on each [`Action`]; then arm a timer for
-//! [`Machine::poll_timeout`] and call [`Machine::handle_timeout`] when it fires (or at once,
-//! if the deadline is not in the future).
+//! After any input (`add_service`, `stop`, `force`, `service_exited`, `handle_*`), drain
+//! [`Machine::poll`] until it returns `None` and act on each [`Action`]. An
+//! [`Action::Census`] is answered by counting the sessions *after* acting on every earlier
+//! action (admission is closed by then) and calling [`Machine::handle_census`] — which may
+//! queue more actions. Arm a timer for [`Machine::poll_timeout`] and call
+//! [`Machine::handle_timeout`] when it fires. Whoever sees the last session end after
+//! admission closed calls [`Machine::handle_census`] with that census.
 //!
 //! # Transitions
 //!
-//! | from       | input                                         | to           | actions                         |
-//! |------------|-----------------------------------------------|--------------|---------------------------------|
-//! | `Running`  | `stop(cause)`                                 | `Draining`   | `Drain`                         |
-//! | `Running`  | a service exits (any way), policy `StopAll`   | `Draining`   | `Complain`, `Drain`             |
-//! | `Running`  | a service exits (any way), policy `ReportOnly`| `Running`    | `Complain`                      |
-//! | `Running`  | `force()`                                     | `Draining`, deadline = now | `Drain`           |
-//! | `Draining` | last service exits / sessions drained         | `Terminated` | (`Complain` if unclean), `Finish` |
-//! | `Draining` | `handle_timeout(now >= deadline)`, work left  | `Abandoned`  | `Abandon`, `Complain`×n, `Finish` |
-//! | `Draining` | `force()`                                     | `Draining`, deadline = now | —                 |
-//! | `Draining` | `stop(cause)`                                 | `Draining`   | — (the first cause is kept)     |
-//! | terminal   | anything                                      | unchanged    | —                               |
+//! | from       | input                                                    | to           | actions |
+//! |------------|----------------------------------------------------------|--------------|---------|
+//! | `Running`  | `stop(cause)`                                            | `Draining`   | `Drain`, `Census` |
+//! | `Running`  | a service exits (any way), policy `StopAll`              | `Draining`   | `Complain`, `Drain`, `Census` |
+//! | `Running`  | a service exits (any way), policy `ReportOnly`           | `Running`    | `Complain` |
+//! | `Running`  | `force()`                                                | `Draining`, deadline = now | `Drain`, `Census` |
+//! | `Running`  | `handle_wait_started()`, no service ever added (once)    | `Running`    | `Census` |
+//! | `Running`  | `handle_census(nothing live)` after that first wait      | `Draining` (`NothingToRun`) | `Drain`, `Census` |
+//! | `Draining` | `handle_census(nothing live)`, no service running         | `Terminated` | `Finish` |
+//! | `Draining` | `handle_census(nothing live)`, services running           | `Draining` (sessions drained) | — |
+//! | `Draining` | last service exits, sessions drained                     | `Draining`   | (`Complain` if unclean), `Census` |
+//! | `Draining` | `handle_timeout(now >= deadline)`                        | `Draining`   | `Census` |
+//! | `Draining` | `handle_census(work left)` at or past the deadline       | `Abandoned`  | `Abandon`, `Complain`×n, `Finish` |
+//! | `Draining` | `force()`                                                | `Draining`, deadline = now | `Census` |
+//! | `Draining` | `stop(cause)`                                            | `Draining`   | — (the first cause is kept) |
+//! | terminal   | anything                                                 | unchanged    | — |
+//!
+//! Every end is decided on a census: the session counts in the [`Report`] are those of the
+//! census that ended the lifecycle. A zero grace puts the deadline at the stop itself, so
+//! the census the stop asks for is also the deadline's: whatever is still running at the
+//! stop is abandoned, whatever executor runs the services.
 //!
 //! A service "exits" cleanly only by returning `Ok` after the stop was requested; returning
 //! before that (even `Ok`), failing, panicking or being dropped is unclean and is complained
@@ -34,28 +49,29 @@
 //!
 //! # Invariants
 //!
-//! - `Terminated` and `Abandoned` are final: no input changes the state, the cause or the
-//!   services' outcomes afterwards.
-//! - Nothing is admitted outside `Running`: [`Machine::add_service`] refuses with
-//!   [`Refused`], and the shell's session gate is closed by the `Drain` action before any
-//!   other effect of the stop is visible.
+//! - `Terminated` and `Abandoned` are final: no input changes the state, the cause, the
+//!   services' outcomes or the report afterwards.
+//! - Nothing is admitted outside `Running`: [`Machine::add_service`] refuses, and the shell's
+//!   session gate is closed by the `Drain` action before any other effect of the stop is
+//!   visible.
+//! - Service names are unique: a second service with a name already in use is refused.
 //! - The first stop cause is kept; later ones are ignored.
-//! - `Terminated` is reached only when every service has exited and the sessions were
-//!   reported drained; `Abandoned` only at or after the deadline (a forced stop moves the
-//!   deadline to the moment it was forced).
+//! - `Terminated` only on a census with nothing live and no service running; `Abandoned`
+//!   only on a census at or after the deadline (a forced stop moves the deadline to the
+//!   moment it was forced) with work still running.
 //! - Every service ends exactly once in the report: with the outcome of its exit, or as
 //!   [`ServiceOutcome::Abandoned`] if it was still running when the lifecycle gave up.
 
 mod report;
 
-pub use report::{AbandonedSession, Report, ServiceReport, SessionReport, SessionTally};
+pub use report::{NamedSession, PanickedSession, Report, ServiceReport, SessionReport};
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::error::Refused;
+use crate::error::{Refused, ServiceError};
 
 /// Where a lifecycle is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -226,11 +242,13 @@ impl fmt::Display for ServiceOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Action {
-    /// The stop began: fire every stop signal, close session admission, and arm the timer
-    /// for [`Machine::poll_timeout`]. Once admission is closed and no session is live,
-    /// call [`Machine::handle_sessions_drained`].
+    /// The stop began: close session admission and fire every stop signal. A
+    /// [`Census`](Action::Census) follows.
     Drain,
-    /// A service ended uncleanly: complain loudly.
+    /// Count the sessions (after acting on every earlier action) and hand the result to
+    /// [`Machine::handle_census`].
+    Census,
+    /// A service ended uncleanly, or was abandoned: complain loudly.
     Complain {
         /// The service.
         service: ServiceId,
@@ -239,11 +257,57 @@ pub enum Action {
         /// How it ended.
         outcome: ServiceOutcome,
     },
-    /// The lifecycle gave up: cancel the services still running and take a census of the
-    /// sessions still live (they are abandoned).
+    /// The lifecycle gave up: cancel the services still running. The sessions live at the
+    /// census it gave up on are in the report ([`SessionReport::abandoned`]).
     Abandon,
     /// A final state was reached; [`Machine::report`] is now available.
     Finish,
+}
+
+/// The driver's count of the sessions at one moment, the input of
+/// [`Machine::handle_census`].
+///
+/// Admission counts cover the lifecycle's whole life up to the census; `live` and
+/// `live_unnamed` are the sessions not yet ended at that moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionCensus {
+    /// Sessions admitted so far.
+    pub admitted: u64,
+    /// Attempts refused so far.
+    pub refused: u64,
+    /// Named sessions live now, with their ages.
+    pub live: Vec<NamedSession>,
+    /// Unnamed sessions live now.
+    pub live_unnamed: u64,
+    /// Sessions that ended by a panic so far (at most [`PANICKED_KEPT`] of them: the first).
+    pub panicked: Vec<PanickedSession>,
+    /// How many sessions ended by a panic so far, including those not kept in `panicked`.
+    pub panicked_count: u64,
+}
+
+/// How many panicked sessions a census (and so a report) names; the rest are counted.
+pub const PANICKED_KEPT: usize = 1000;
+
+impl SessionCensus {
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty() && self.live_unnamed == 0
+    }
+
+    fn into_report(mut self, abandon: bool) -> SessionReport {
+        if !abandon {
+            debug_assert!(self.is_empty(), "only an abandoning census has live sessions");
+        }
+        self.live.sort_by_key(|s| std::cmp::Reverse(s.age()));
+        SessionReport::new(
+            self.admitted,
+            self.refused,
+            self.live,
+            self.live_unnamed,
+            self.panicked,
+            self.panicked_count,
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -253,13 +317,35 @@ struct ServiceEntry {
     ended: Option<(Instant, ServiceOutcome)>,
 }
 
+/// Where the machine is, with the data valid only there.
+#[derive(Debug)]
+enum Phase {
+    Running {
+        /// A census was asked for by the first wait (is there anything to run?).
+        empty_check: bool,
+    },
+    Draining(Draining),
+    Ended(Report),
+}
+
+#[derive(Debug)]
+struct Draining {
+    cause: StopCause,
+    stopped: Instant,
+    /// `None`: no deadline (a grace too large to represent), only a force ends it.
+    deadline: Option<Instant>,
+    forced: bool,
+    /// A census saw nothing live after admission closed.
+    sessions_drained: bool,
+}
+
 /// The lifecycle's state machine. See the [module docs](self) for the transition table.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use async_lifecycle::machine::{Action, Exit, FailurePolicy, Machine, SessionTally};
+/// use async_lifecycle::machine::{Action, Exit, FailurePolicy, Machine, SessionCensus};
 /// use async_lifecycle::State;
 ///
 /// let t0 = Instant::now();
@@ -267,28 +353,25 @@ struct ServiceEntry {
 /// let worker = m.add_service(t0, "worker").unwrap();
 /// m.stop(t0, "deploy".into());
 /// assert_eq!(m.poll(), Some(Action::Drain));
+/// assert_eq!(m.poll(), Some(Action::Census));
+/// m.handle_census(t0, SessionCensus::default()); // nothing live: the sessions are drained
 /// assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(10)));
-/// m.handle_sessions_drained(t0);
 /// m.service_exited(t0 + Duration::from_secs(1), worker, Exit::Ok);
+/// assert_eq!(m.poll(), Some(Action::Census)); // the last count, for the report
+/// m.handle_census(t0 + Duration::from_secs(1), SessionCensus::default());
 /// assert_eq!(m.state(), State::Terminated);
 /// assert_eq!(m.poll(), Some(Action::Finish));
-/// let report = m.report(SessionTally::default()).unwrap();
-/// assert_eq!(report.exit_code(), 0);
+/// assert_eq!(m.report().unwrap().exit_code(), 0);
 /// ```
 #[derive(Debug)]
 pub struct Machine {
-    state: State,
+    phase: Phase,
     grace: Duration,
     policy: FailurePolicy,
-    cause: Option<StopCause>,
-    forced: bool,
     started: Instant,
-    stopped: Option<Instant>,
-    deadline: Option<Instant>,
-    ended: Option<Instant>,
     services: Vec<ServiceEntry>,
-    running_services: usize,
-    sessions_drained: bool,
+    /// The first wait was observed (the nothing-to-run question is asked once).
+    wait_seen: bool,
     actions: VecDeque<Action>,
 }
 
@@ -299,30 +382,32 @@ impl Machine {
     /// deadline": draining then waits as long as it takes, unless forced.
     pub fn new(now: Instant, grace: Duration, policy: FailurePolicy) -> Self {
         Machine {
-            state: State::Running,
+            phase: Phase::Running { empty_check: false },
             grace,
             policy,
-            cause: None,
-            forced: false,
             started: now,
-            stopped: None,
-            deadline: None,
-            ended: None,
             services: Vec::new(),
-            running_services: 0,
-            sessions_drained: false,
+            wait_seen: false,
             actions: VecDeque::new(),
         }
     }
 
     /// The current state.
     pub fn state(&self) -> State {
-        self.state
+        match &self.phase {
+            Phase::Running { .. } => State::Running,
+            Phase::Draining(_) => State::Draining,
+            Phase::Ended(report) => report.state(),
+        }
     }
 
     /// The first stop cause, once a stop was requested.
     pub fn cause(&self) -> Option<&StopCause> {
-        self.cause.as_ref()
+        match &self.phase {
+            Phase::Running { .. } => None,
+            Phase::Draining(d) => Some(&d.cause),
+            Phase::Ended(report) => report.cause(),
+        }
     }
 
     /// The grace period this machine allows for draining.
@@ -337,7 +422,7 @@ impl Machine {
 
     /// The number of services that have not exited yet.
     pub fn running_services(&self) -> usize {
-        self.running_services
+        self.services.iter().filter(|s| s.ended.is_none()).count()
     }
 
     /// The name a service was added with.
@@ -349,65 +434,119 @@ impl Machine {
         &self.services[id.0].name
     }
 
+    /// When a service was added, and how it ended if it did.
+    ///
+    /// # Panics
+    ///
+    /// If `id` was not returned by this machine's [`add_service`](Self::add_service).
+    pub fn service_status(&self, id: ServiceId) -> (Instant, Option<&(Instant, ServiceOutcome)>) {
+        let entry = &self.services[id.0];
+        (entry.started, entry.ended.as_ref())
+    }
+
     /// Registers a service that starts running at `now`.
     ///
     /// # Errors
     ///
-    /// [`Refused`] once the machine has left `Running`: a service cannot be started while
-    /// the program is stopping.
+    /// [`ServiceError::Refused`] once the machine has left `Running` (a service cannot be
+    /// started while the program is stopping), and [`ServiceError::DuplicateName`] when a
+    /// service of that name was already added: names identify services in the report.
     pub fn add_service(
         &mut self,
         now: Instant,
         name: impl Into<Cow<'static, str>>,
-    ) -> Result<ServiceId, Refused> {
-        match self.state {
+    ) -> Result<ServiceId, ServiceError> {
+        match self.state() {
             State::Running => {}
-            State::Draining => return Err(Refused::Draining),
-            State::Terminated | State::Abandoned => return Err(Refused::Terminated),
+            State::Draining => return Err(ServiceError::Refused(Refused::Draining)),
+            State::Terminated | State::Abandoned => {
+                return Err(ServiceError::Refused(Refused::Ended));
+            }
+        }
+        let name = name.into();
+        if self.services.iter().any(|s| s.name == name) {
+            return Err(ServiceError::DuplicateName(name));
         }
         let id = ServiceId(self.services.len());
         self.services.push(ServiceEntry {
-            name: name.into(),
+            name,
             started: now,
             ended: None,
         });
-        self.running_services += 1;
         Ok(id)
     }
 
     /// Requests a graceful stop. Returns whether this call started the drain; a stop while
     /// already draining or ended changes nothing (the first cause is kept).
     pub fn stop(&mut self, now: Instant, cause: StopCause) -> bool {
-        if self.state != State::Running {
+        if self.state() != State::Running {
             return false;
         }
-        self.state = State::Draining;
-        self.cause = Some(cause);
-        self.stopped = Some(now);
-        self.deadline = now.checked_add(self.grace);
+        self.phase = Phase::Draining(Draining {
+            cause,
+            stopped: now,
+            deadline: now.checked_add(self.grace),
+            forced: false,
+            sessions_drained: false,
+        });
         self.actions.push_back(Action::Drain);
-        self.settle(now);
+        // One census after admission closed: it finds the sessions drained (or, with a zero
+        // grace, it is also the deadline's census).
+        self.actions.push_back(Action::Census);
         true
     }
 
-    /// Forces the stop: the deadline becomes `now`, so the next
-    /// [`handle_timeout`](Self::handle_timeout) abandons whatever is still running. Starts the
-    /// drain first (with [`StopCause::Forced`]) if no stop was requested yet.
+    /// Forces the stop: the deadline becomes `now`, and the census asked for decides at once
+    /// (abandoning whatever is still running). Starts the drain first (with
+    /// [`StopCause::Forced`]) if no stop was requested yet.
     pub fn force(&mut self, now: Instant) {
-        if self.state == State::Running {
-            self.stop(now, StopCause::Forced);
-        }
-        if self.state == State::Draining {
-            self.forced = true;
-            self.deadline = Some(self.deadline.map_or(now, |d| d.min(now)));
+        let started = self.stop(now, StopCause::Forced);
+        if let Phase::Draining(d) = &mut self.phase {
+            d.forced = true;
+            d.deadline = Some(d.deadline.map_or(now, |deadline| deadline.min(now)));
+            if !started {
+                self.actions.push_back(Action::Census);
+            }
         }
     }
 
-    /// Reports that session admission is closed and no session is live. Idempotent.
-    pub fn handle_sessions_drained(&mut self, now: Instant) {
-        if self.state == State::Draining {
-            self.sessions_drained = true;
-            self.settle(now);
+    /// The first `wait` on the lifecycle was observed. Once per machine: if no service was
+    /// ever added, a census is asked for, and if it finds nothing live the machine stops
+    /// with [`StopCause::NothingToRun`] rather than wait forever.
+    pub fn handle_wait_started(&mut self, _now: Instant) {
+        if std::mem::replace(&mut self.wait_seen, true) {
+            return;
+        }
+        if let Phase::Running { empty_check } = &mut self.phase {
+            if self.services.is_empty() {
+                *empty_check = true;
+                self.actions.push_back(Action::Census);
+            }
+        }
+    }
+
+    /// The driver's census of the sessions, taken at `now`: after an [`Action::Census`], or
+    /// when the driver saw the last session end after admission closed.
+    pub fn handle_census(&mut self, now: Instant, census: SessionCensus) {
+        match &mut self.phase {
+            Phase::Running { empty_check } => {
+                if std::mem::take(empty_check) && self.services.is_empty() && census.is_empty() {
+                    self.stop(now, StopCause::NothingToRun);
+                }
+            }
+            Phase::Draining(d) => {
+                if census.is_empty() {
+                    d.sessions_drained = true;
+                }
+                let running = self.services.iter().any(|s| s.ended.is_none());
+                let due = d.deadline.is_some_and(|deadline| now >= deadline);
+                if d.sessions_drained && census.is_empty() && !running {
+                    self.end(now, State::Terminated, census);
+                } else if due {
+                    self.end(now, State::Abandoned, census);
+                }
+            }
+            Phase::Ended(_) => {}
         }
     }
 
@@ -420,10 +559,11 @@ impl Machine {
     ///
     /// If `id` was not returned by this machine's [`add_service`](Self::add_service).
     pub fn service_exited(&mut self, now: Instant, id: ServiceId, exit: Exit) {
-        if self.state.is_terminal() || self.services[id.0].ended.is_some() {
+        let state = self.state();
+        if state.is_terminal() || self.services[id.0].ended.is_some() {
             return;
         }
-        let outcome = match (exit, self.state) {
+        let outcome = match (exit, state) {
             (Exit::Ok, State::Running) => ServiceOutcome::EndedEarly,
             (Exit::Ok, _) => ServiceOutcome::Stopped,
             (Exit::Err(error), _) => ServiceOutcome::Failed(error),
@@ -432,52 +572,44 @@ impl Machine {
         };
         let entry = &mut self.services[id.0];
         entry.ended = Some((now, outcome.clone()));
-        self.running_services -= 1;
         if !outcome.is_clean() {
             self.actions.push_back(Action::Complain {
                 service: id,
                 name: entry.name.clone(),
                 outcome,
             });
-            if self.state == State::Running && self.policy == FailurePolicy::StopAll {
+            if state == State::Running && self.policy == FailurePolicy::StopAll {
                 let service = entry.name.clone();
                 self.stop(now, StopCause::ServiceEnded { service });
+                return;
             }
         }
-        self.settle(now);
+        // The last service ended after the sessions drained: one last census for the report.
+        if let Phase::Draining(d) = &self.phase {
+            if d.sessions_drained && self.services.iter().all(|s| s.ended.is_some()) {
+                self.actions.push_back(Action::Census);
+            }
+        }
     }
 
     /// The next instant at which [`handle_timeout`](Self::handle_timeout) must be called:
     /// the grace deadline while draining, `None` otherwise.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
-            State::Draining => self.deadline,
+        match &self.phase {
+            Phase::Draining(d) => d.deadline,
             _ => None,
         }
     }
 
-    /// Tells the machine the time is `now`. At or past the deadline, with work still running,
-    /// the lifecycle is abandoned: every running service is recorded as
-    /// [`ServiceOutcome::Abandoned`].
+    /// Tells the machine the time is `now`. At or past the deadline, a census is asked for:
+    /// it decides between `Terminated` (nothing left) and `Abandoned` (every running service
+    /// and live session is given up on, and named).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.state != State::Draining || self.deadline.is_none_or(|d| now < d) {
-            return;
-        }
-        self.state = State::Abandoned;
-        self.ended = Some(now);
-        self.actions.push_back(Action::Abandon);
-        for (index, entry) in self.services.iter_mut().enumerate() {
-            if entry.ended.is_none() {
-                entry.ended = Some((now, ServiceOutcome::Abandoned));
-                self.actions.push_back(Action::Complain {
-                    service: ServiceId(index),
-                    name: entry.name.clone(),
-                    outcome: ServiceOutcome::Abandoned,
-                });
+        if let Phase::Draining(d) = &self.phase {
+            if d.deadline.is_some_and(|deadline| now >= deadline) {
+                self.actions.push_back(Action::Census);
             }
         }
-        self.running_services = 0;
-        self.actions.push_back(Action::Finish);
     }
 
     /// The next action for the driver, if any.
@@ -486,12 +618,32 @@ impl Machine {
     }
 
     /// The final report, once the machine is in a terminal state; `None` before.
-    ///
-    /// `sessions` is the driver's census of sessions: in `Terminated` its abandoned lists
-    /// must be empty (no session was live), in `Abandoned` they hold the sessions that were
-    /// live when [`Action::Abandon`] was handled.
-    pub fn report(&self, sessions: SessionTally) -> Option<Report> {
-        let ended = self.ended?;
+    pub fn report(&self) -> Option<&Report> {
+        match &self.phase {
+            Phase::Ended(report) => Some(report),
+            _ => None,
+        }
+    }
+
+    /// Ends the machine at `now` in `state`, on `census`, and writes the report.
+    fn end(&mut self, now: Instant, state: State, census: SessionCensus) {
+        let Phase::Draining(d) = &self.phase else {
+            return;
+        };
+        let abandon = state == State::Abandoned;
+        if abandon {
+            self.actions.push_back(Action::Abandon);
+            for (index, entry) in self.services.iter_mut().enumerate() {
+                if entry.ended.is_none() {
+                    entry.ended = Some((now, ServiceOutcome::Abandoned));
+                    self.actions.push_back(Action::Complain {
+                        service: ServiceId(index),
+                        name: entry.name.clone(),
+                        outcome: ServiceOutcome::Abandoned,
+                    });
+                }
+            }
+        }
         let services = self
             .services
             .iter()
@@ -499,7 +651,7 @@ impl Machine {
                 let (at, outcome) = entry
                     .ended
                     .clone()
-                    .expect("a terminal machine has no running service");
+                    .expect("an ending machine has no running service");
                 ServiceReport::new(
                     entry.name.clone(),
                     outcome,
@@ -507,25 +659,18 @@ impl Machine {
                 )
             })
             .collect();
-        let stopped = self.stopped.unwrap_or(ended);
-        Some(Report::new(
-            self.state,
-            self.cause.clone(),
-            self.forced,
+        let report = Report::new(
+            state,
+            Some(d.cause.clone()),
+            d.forced,
             self.grace,
-            ended.saturating_duration_since(stopped),
-            ended.saturating_duration_since(self.started),
+            now.saturating_duration_since(d.stopped),
+            now.saturating_duration_since(self.started),
             services,
-            sessions.into_report(),
-        ))
-    }
-
-    fn settle(&mut self, now: Instant) {
-        if self.state == State::Draining && self.running_services == 0 && self.sessions_drained {
-            self.state = State::Terminated;
-            self.ended = Some(now);
-            self.actions.push_back(Action::Finish);
-        }
+            census.into_report(abandon),
+        );
+        self.phase = Phase::Ended(report);
+        self.actions.push_back(Action::Finish);
     }
 }
 

@@ -99,7 +99,7 @@ impl Report {
         &self.inner.services
     }
 
-    /// The service with this name, if any (the first, if several share it).
+    /// The service with this name, if any (names are unique within a lifecycle).
     pub fn service(&self, name: &str) -> Option<&ServiceReport> {
         self.inner.services.iter().find(|s| s.name == name)
     }
@@ -118,6 +118,17 @@ impl Report {
     /// `Terminated`, 1 when a service ended uncleanly, 2 when work was abandoned. See the
     /// [type docs](Report#exit-codes).
     pub fn exit_code(&self) -> i32 {
+        self.code().into()
+    }
+
+    /// [`exit_code`](Self::exit_code) as a [`std::process::ExitCode`], for a `main` that
+    /// returns it (destructors run, unlike `std::process::exit`). `Report` is also
+    /// [`Termination`](std::process::Termination): `main` may return the report itself.
+    pub fn exit_status(&self) -> std::process::ExitCode {
+        std::process::ExitCode::from(self.code())
+    }
+
+    fn code(&self) -> u8 {
         if self.inner.state == State::Abandoned {
             2
         } else if self.inner.services.iter().any(|s| !s.outcome.is_clean()) {
@@ -125,6 +136,14 @@ impl Report {
         } else {
             0
         }
+    }
+}
+
+/// `main` may return the report: the process exits with [`Report::exit_code`] after every
+/// destructor ran. Print the report first if you want it seen.
+impl std::process::Termination for Report {
+    fn report(self) -> std::process::ExitCode {
+        self.exit_status()
     }
 }
 
@@ -166,12 +185,27 @@ impl fmt::Display for Report {
         let n = &self.inner.sessions;
         writeln!(
             f,
-            "sessions: {} admitted, {} completed, {} refused, {} abandoned",
+            "sessions: {} admitted, {} completed, {} refused, {} panicked, {} abandoned",
             n.admitted,
-            n.completed,
+            n.completed(),
             n.refused,
+            n.panicked_count,
             n.abandoned_count()
         )?;
+        for s in &n.panicked {
+            let name = s.name().unwrap_or("(unnamed)");
+            match s.message() {
+                Some(message) => writeln!(f, "  PANICKED {name}: {message}")?,
+                None => writeln!(f, "  PANICKED {name}")?,
+            }
+        }
+        if n.panicked_count > n.panicked.len() as u64 {
+            writeln!(
+                f,
+                "  PANICKED {} more session(s)",
+                n.panicked_count - n.panicked.len() as u64
+            )?;
+        }
         for s in &n.abandoned {
             writeln!(f, "  ABANDONED {}  (age {:.3?})", s.name, s.age)?;
         }
@@ -211,34 +245,71 @@ impl ServiceReport {
     }
 }
 
-/// What became of the sessions: every admitted session either completed or was abandoned.
+/// What became of the sessions: every admitted session completed, ended by a panic, or was
+/// abandoned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionReport {
     admitted: u64,
-    completed: u64,
     refused: u64,
-    abandoned: Vec<AbandonedSession>,
+    abandoned: Vec<NamedSession>,
     abandoned_unnamed: u64,
+    panicked: Vec<PanickedSession>,
+    panicked_count: u64,
 }
 
 impl SessionReport {
+    pub(crate) fn new(
+        admitted: u64,
+        refused: u64,
+        abandoned: Vec<NamedSession>,
+        abandoned_unnamed: u64,
+        panicked: Vec<PanickedSession>,
+        panicked_count: u64,
+    ) -> Self {
+        SessionReport {
+            admitted,
+            refused,
+            abandoned,
+            abandoned_unnamed,
+            panicked,
+            panicked_count,
+        }
+    }
+
     /// Sessions admitted over the lifecycle's life.
     pub fn admitted(&self) -> u64 {
         self.admitted
     }
 
-    /// Sessions that ended before the lifecycle did.
+    /// Sessions that ended normally before the lifecycle did (neither by a panic nor
+    /// abandoned).
     pub fn completed(&self) -> u64 {
-        self.completed
+        self.admitted
+            .saturating_sub(self.abandoned_count())
+            .saturating_sub(self.panicked_count)
     }
 
-    /// Sessions refused because the lifecycle was draining or had ended.
+    /// Attempts refused from the stop until the lifecycle ended. The report is written at the
+    /// end, so refusals after it are not here: [`Lifecycle::snapshot`](crate::Lifecycle::snapshot)
+    /// counts every refusal, at any time.
     pub fn refused(&self) -> u64 {
         self.refused
     }
 
+    /// How many sessions ended by a panic (see [`Session`](crate::Session) for what is
+    /// detected).
+    pub fn panicked(&self) -> u64 {
+        self.panicked_count
+    }
+
+    /// The sessions that ended by a panic, in the order they ended: the first
+    /// [`PANICKED_KEPT`](super::PANICKED_KEPT); [`panicked`](Self::panicked) counts them all.
+    pub fn panicked_sessions(&self) -> &[PanickedSession] {
+        &self.panicked
+    }
+
     /// The named sessions still live when the lifecycle gave up, oldest first.
-    pub fn abandoned(&self) -> &[AbandonedSession] {
+    pub fn abandoned(&self) -> &[NamedSession] {
         &self.abandoned
     }
 
@@ -253,17 +324,18 @@ impl SessionReport {
     }
 }
 
-/// A session that was still live when the lifecycle gave up on it.
+/// A named session and its age: in a [`SessionReport`], one still live when the lifecycle
+/// gave up on it; in a census or a [`Snapshot`](crate::Snapshot), one live at that moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AbandonedSession {
+pub struct NamedSession {
     name: Cow<'static, str>,
     age: Duration,
 }
 
-impl AbandonedSession {
-    /// A session with this name, live for `age` when abandoned.
+impl NamedSession {
+    /// A session with this name, live for `age`.
     pub fn new(name: impl Into<Cow<'static, str>>, age: Duration) -> Self {
-        AbandonedSession {
+        NamedSession {
             name: name.into(),
             age,
         }
@@ -274,35 +346,34 @@ impl AbandonedSession {
         &self.name
     }
 
-    /// How long it had been live when it was abandoned.
+    /// How long it had been live.
     pub fn age(&self) -> Duration {
         self.age
     }
 }
 
-/// The driver's census of sessions, handed to [`Machine::report`](super::Machine::report).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SessionTally {
-    /// Sessions admitted over the lifecycle's life.
-    pub admitted: u64,
-    /// Sessions refused.
-    pub refused: u64,
-    /// Named sessions live when the lifecycle was abandoned.
-    pub abandoned: Vec<AbandonedSession>,
-    /// Unnamed sessions live when the lifecycle was abandoned.
-    pub abandoned_unnamed: u64,
+/// A session that ended by a panic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PanickedSession {
+    name: Option<Cow<'static, str>>,
+    message: Option<String>,
 }
 
-impl SessionTally {
-    pub(crate) fn into_report(mut self) -> SessionReport {
-        self.abandoned.sort_by_key(|s| std::cmp::Reverse(s.age));
-        let abandoned = self.abandoned.len() as u64 + self.abandoned_unnamed;
-        SessionReport {
-            admitted: self.admitted,
-            completed: self.admitted.saturating_sub(abandoned),
-            refused: self.refused,
-            abandoned: self.abandoned,
-            abandoned_unnamed: self.abandoned_unnamed,
-        }
+impl PanickedSession {
+    /// A session named `name` (if it had one) that panicked with `message` (if the payload
+    /// was caught, as [`Session::run`](crate::Session::run) does).
+    pub fn new(name: Option<Cow<'static, str>>, message: Option<String>) -> Self {
+        PanickedSession { name, message }
+    }
+
+    /// The session's name, if it had one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The panic payload's text, when it was caught (by [`Session::run`](crate::Session::run));
+    /// `None` when the panic was only seen unwinding through the session's guard.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
     }
 }

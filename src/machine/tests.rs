@@ -15,18 +15,45 @@ fn machine() -> (Machine, Instant) {
     (Machine::new(t0, GRACE, FailurePolicy::StopAll), t0)
 }
 
-fn drain(m: &mut Machine) -> Vec<Action> {
-    std::iter::from_fn(|| m.poll()).collect()
+/// A census with nothing live.
+fn empty() -> SessionCensus {
+    SessionCensus::default()
+}
+
+/// A census with one named session live since `began` ago.
+fn one_live(name: &'static str, age: Duration) -> SessionCensus {
+    SessionCensus {
+        admitted: 1,
+        live: vec![NamedSession::new(name, age)],
+        ..SessionCensus::default()
+    }
+}
+
+/// Drains the actions, answering each `Census` with `census` at `now`; returns them all.
+fn settle(m: &mut Machine, now: Instant, census: &SessionCensus) -> Vec<Action> {
+    let mut seen = Vec::new();
+    while let Some(action) = m.poll() {
+        if action == Action::Census {
+            m.handle_census(now, census.clone());
+        }
+        seen.push(action);
+    }
+    seen
 }
 
 #[test]
-fn stop_starts_draining_and_arms_the_deadline() {
+fn stop_starts_draining_closes_admission_and_asks_for_a_census() {
     let (mut m, t0) = machine();
+    m.add_service(t0, "svc").unwrap();
     assert_eq!(m.poll_timeout(), None, "no deadline while running");
     assert!(m.stop(t0 + secs(1), "deploy".into()));
     assert_eq!(m.state(), State::Draining);
-    assert_eq!(drain(&mut m), vec![Action::Drain]);
+    assert_eq!(
+        settle(&mut m, t0 + secs(1), &empty()),
+        vec![Action::Drain, Action::Census]
+    );
     assert_eq!(m.poll_timeout(), Some(t0 + secs(11)));
+    assert_eq!(m.state(), State::Draining, "the service still runs");
 }
 
 #[test]
@@ -36,12 +63,12 @@ fn the_first_stop_cause_is_kept() {
     assert!(m.stop(t0, "first".into()));
     assert!(!m.stop(t0 + secs(1), "second".into()));
     assert_eq!(m.cause(), Some(&StopCause::from("first")));
-    assert_eq!(drain(&mut m), vec![Action::Drain], "one drain only");
     assert_eq!(
-        m.poll_timeout(),
-        Some(t0 + GRACE),
-        "the deadline did not move"
+        settle(&mut m, t0, &empty()),
+        vec![Action::Drain, Action::Census],
+        "one drain only"
     );
+    assert_eq!(m.poll_timeout(), Some(t0 + GRACE), "the deadline did not move");
 }
 
 #[test]
@@ -50,18 +77,22 @@ fn terminates_when_services_exit_and_sessions_drain_in_either_order() {
         let (mut m, t0) = machine();
         let svc = m.add_service(t0, "svc").unwrap();
         m.stop(t0, "deploy".into());
+        settle(&mut m, t0, &one_live("s", secs(0)));
         if sessions_first {
-            m.handle_sessions_drained(t0);
+            m.handle_census(t0 + secs(1), empty());
             assert_eq!(m.state(), State::Draining);
             m.service_exited(t0 + secs(2), svc, Exit::Ok);
+            assert_eq!(m.poll(), Some(Action::Census), "the last count");
+            m.handle_census(t0 + secs(2), empty());
         } else {
             m.service_exited(t0 + secs(2), svc, Exit::Ok);
-            assert_eq!(m.state(), State::Draining, "a session may still be live");
-            m.handle_sessions_drained(t0 + secs(2));
+            assert_eq!(m.poll(), None, "a session is still live");
+            assert_eq!(m.state(), State::Draining);
+            m.handle_census(t0 + secs(2), empty());
         }
         assert_eq!(m.state(), State::Terminated);
-        assert_eq!(drain(&mut m), vec![Action::Drain, Action::Finish]);
-        let report = m.report(SessionTally::default()).unwrap();
+        assert_eq!(m.poll(), Some(Action::Finish));
+        let report = m.report().unwrap();
         assert_eq!(
             report.service("svc").unwrap().outcome(),
             &ServiceOutcome::Stopped
@@ -73,51 +104,69 @@ fn terminates_when_services_exit_and_sessions_drain_in_either_order() {
 }
 
 #[test]
-fn nothing_is_admitted_outside_running() {
+fn nothing_is_admitted_outside_running_and_names_are_unique() {
     let (mut m, t0) = machine();
     let svc = m.add_service(t0, "svc").unwrap();
+    assert_eq!(
+        m.add_service(t0, "svc"),
+        Err(ServiceError::DuplicateName("svc".into()))
+    );
     m.stop(t0, "deploy".into());
-    assert_eq!(m.add_service(t0, "late"), Err(Refused::Draining));
-    m.handle_sessions_drained(t0);
+    settle(&mut m, t0, &empty());
+    assert_eq!(
+        m.add_service(t0, "late"),
+        Err(ServiceError::Refused(Refused::Draining))
+    );
     m.service_exited(t0, svc, Exit::Ok);
-    assert_eq!(m.add_service(t0, "later"), Err(Refused::Terminated));
+    settle(&mut m, t0, &empty());
+    assert_eq!(m.state(), State::Terminated);
+    assert_eq!(
+        m.add_service(t0, "later"),
+        Err(ServiceError::Refused(Refused::Ended))
+    );
     assert_eq!(m.services(), 1);
 }
 
 #[test]
-fn the_deadline_abandons_whatever_is_still_running() {
+fn the_deadline_asks_for_a_census_and_abandons_whatever_is_still_running() {
     let (mut m, t0) = machine();
     let done = m.add_service(t0, "done").unwrap();
     m.add_service(t0, "stuck").unwrap();
     m.stop(t0, "deploy".into());
-    m.handle_sessions_drained(t0);
+    settle(&mut m, t0, &one_live("conn", secs(0)));
     m.service_exited(t0 + secs(1), done, Exit::Ok);
     m.handle_timeout(t0 + secs(9));
-    assert_eq!(
-        m.state(),
-        State::Draining,
-        "before the deadline nothing happens"
-    );
+    assert_eq!(m.poll(), None, "before the deadline nothing happens");
     m.handle_timeout(t0 + secs(10));
-    assert_eq!(
-        m.state(),
-        State::Abandoned,
-        "at the deadline exactly it gives up"
-    );
-    let actions = drain(&mut m);
-    assert_eq!(actions[0], Action::Drain);
-    assert_eq!(actions[1], Action::Abandon);
+    assert_eq!(m.poll(), Some(Action::Census), "at the deadline exactly");
+    m.handle_census(t0 + secs(10), one_live("conn", secs(10)));
+    assert_eq!(m.state(), State::Abandoned);
+    let actions: Vec<Action> = std::iter::from_fn(|| m.poll()).collect();
+    assert_eq!(actions[0], Action::Abandon);
     assert!(
-        matches!(&actions[2], Action::Complain { name, outcome: ServiceOutcome::Abandoned, .. } if name == "stuck")
+        matches!(&actions[1], Action::Complain { name, outcome: ServiceOutcome::Abandoned, .. } if name == "stuck")
     );
-    assert_eq!(actions[3], Action::Finish);
-    let report = m.report(SessionTally::default()).unwrap();
+    assert_eq!(actions[2], Action::Finish);
+    let report = m.report().unwrap();
     assert_eq!(
         report.service("stuck").unwrap().outcome(),
         &ServiceOutcome::Abandoned
     );
     assert_eq!(report.service("stuck").unwrap().ran(), secs(10));
+    assert_eq!(report.sessions().abandoned()[0].name(), "conn");
     assert_eq!(report.exit_code(), 2);
+}
+
+#[test]
+fn a_census_at_the_deadline_with_nothing_left_terminates() {
+    // The last session ended just before the deadline; its own report is still on its way.
+    let (mut m, t0) = machine();
+    m.stop(t0, "deploy".into());
+    settle(&mut m, t0, &one_live("conn", secs(0)));
+    m.handle_timeout(t0 + GRACE);
+    settle(&mut m, t0 + GRACE, &empty());
+    assert_eq!(m.state(), State::Terminated);
+    assert_eq!(m.report().unwrap().exit_code(), 0);
 }
 
 #[test]
@@ -125,16 +174,16 @@ fn a_clock_jump_far_past_the_deadline_abandons_once() {
     let (mut m, t0) = machine();
     m.add_service(t0, "stuck").unwrap();
     m.stop(t0, "deploy".into());
+    settle(&mut m, t0, &empty());
     m.handle_timeout(t0 + secs(3600));
+    settle(&mut m, t0 + secs(3600), &empty());
     assert_eq!(m.state(), State::Abandoned);
-    let report = m.report(SessionTally::default()).unwrap();
+    let report = m.report().unwrap().clone();
     assert_eq!(report.drained_in(), secs(3600));
     m.handle_timeout(t0 + secs(7200));
-    assert_eq!(
-        m.report(SessionTally::default()).unwrap(),
-        report,
-        "final is final"
-    );
+    m.handle_census(t0 + secs(7200), one_live("late", secs(1)));
+    assert_eq!(m.poll(), None);
+    assert_eq!(m.report().unwrap(), &report, "final is final");
 }
 
 #[test]
@@ -150,11 +199,11 @@ fn unclean_exits_while_running_stop_everything_by_default() {
             service: "a".into()
         })
     );
-    let actions = drain(&mut m);
+    let actions = settle(&mut m, t0 + secs(1), &empty());
     assert!(
         matches!(&actions[0], Action::Complain { outcome: ServiceOutcome::Failed(e), .. } if e == "disk full: io error")
     );
-    assert_eq!(actions[1], Action::Drain);
+    assert_eq!(actions[1..], [Action::Drain, Action::Census]);
 }
 
 #[test]
@@ -163,8 +212,8 @@ fn an_ok_return_before_stop_is_an_early_end() {
     let a = m.add_service(t0, "a").unwrap();
     m.service_exited(t0, a, Exit::Ok);
     assert_eq!(m.state(), State::Draining);
-    m.handle_sessions_drained(t0);
-    let report = m.report(SessionTally::default()).unwrap();
+    settle(&mut m, t0, &empty());
+    let report = m.report().unwrap();
     assert_eq!(
         report.service("a").unwrap().outcome(),
         &ServiceOutcome::EndedEarly
@@ -183,9 +232,10 @@ fn report_only_keeps_running_after_a_failure() {
     assert!(matches!(m.poll(), Some(Action::Complain { .. })));
     assert_eq!(m.poll(), None);
     m.stop(t0, "deploy".into());
-    m.handle_sessions_drained(t0);
+    settle(&mut m, t0, &empty());
     m.service_exited(t0, b, Exit::Ok);
-    let report = m.report(SessionTally::default()).unwrap();
+    settle(&mut m, t0, &empty());
+    let report = m.report().unwrap();
     assert_eq!(report.state(), State::Terminated);
     assert_eq!(
         report.service("a").unwrap().outcome(),
@@ -199,10 +249,11 @@ fn a_panic_while_draining_is_reported_and_still_terminates() {
     let (mut m, t0) = machine();
     let a = m.add_service(t0, "a").unwrap();
     m.stop(t0, "deploy".into());
-    m.handle_sessions_drained(t0);
+    settle(&mut m, t0, &empty());
     m.service_exited(t0, a, Exit::Panic("oops".into()));
+    settle(&mut m, t0, &empty());
     assert_eq!(m.state(), State::Terminated);
-    let report = m.report(SessionTally::default()).unwrap();
+    let report = m.report().unwrap();
     assert_eq!(
         report.service("a").unwrap().outcome(),
         &ServiceOutcome::Panicked("oops".into())
@@ -211,15 +262,15 @@ fn a_panic_while_draining_is_reported_and_still_terminates() {
 }
 
 #[test]
-fn force_moves_the_deadline_to_now() {
+fn force_decides_on_its_own_census() {
     let (mut m, t0) = machine();
     m.add_service(t0, "stuck").unwrap();
     m.force(t0 + secs(1));
     assert_eq!(m.state(), State::Draining);
     assert_eq!(m.cause(), Some(&StopCause::Forced));
     assert_eq!(m.poll_timeout(), Some(t0 + secs(1)));
-    m.handle_timeout(t0 + secs(1));
-    let report = m.report(SessionTally::default()).unwrap();
+    settle(&mut m, t0 + secs(1), &empty());
+    let report = m.report().unwrap();
     assert!(report.forced());
     assert_eq!(report.state(), State::Abandoned);
 }
@@ -229,27 +280,34 @@ fn force_while_draining_keeps_the_cause() {
     let (mut m, t0) = machine();
     m.add_service(t0, "stuck").unwrap();
     m.stop(t0, "SIGTERM".into());
+    settle(&mut m, t0, &empty());
     m.force(t0 + secs(2));
     assert_eq!(m.poll_timeout(), Some(t0 + secs(2)));
-    m.handle_timeout(t0 + secs(2));
+    assert_eq!(settle(&mut m, t0 + secs(2), &empty())[0], Action::Census);
     assert_eq!(m.state(), State::Abandoned);
     assert_eq!(m.cause(), Some(&StopCause::from("SIGTERM")));
 }
 
 #[test]
-fn zero_grace_abandons_at_the_stop_unless_everything_already_ended() {
+fn zero_grace_decides_at_the_stop_whatever_runs_the_services() {
     let t0 = Instant::now();
     let mut m = Machine::new(t0, Duration::ZERO, FailurePolicy::StopAll);
     m.stop(t0, "now".into());
-    m.handle_sessions_drained(t0);
+    settle(&mut m, t0, &empty());
     assert_eq!(m.state(), State::Terminated, "nothing was running");
 
+    // A service that would return as soon as it sees its stop has not seen it yet: the
+    // stop's own census is the deadline's, so it is abandoned on every executor.
     let mut m = Machine::new(t0, Duration::ZERO, FailurePolicy::StopAll);
-    m.add_service(t0, "svc").unwrap();
+    let svc = m.add_service(t0, "svc").unwrap();
     m.stop(t0, "now".into());
-    assert_eq!(m.poll_timeout(), Some(t0));
-    m.handle_timeout(t0);
+    settle(&mut m, t0, &empty());
     assert_eq!(m.state(), State::Abandoned);
+    m.service_exited(t0, svc, Exit::Ok);
+    assert_eq!(
+        m.report().unwrap().service("svc").unwrap().outcome(),
+        &ServiceOutcome::Abandoned
+    );
 }
 
 #[test]
@@ -258,6 +316,7 @@ fn an_unrepresentable_grace_means_no_deadline() {
     let mut m = Machine::new(t0, Duration::MAX, FailurePolicy::StopAll);
     m.add_service(t0, "svc").unwrap();
     m.stop(t0, "deploy".into());
+    settle(&mut m, t0, &empty());
     assert_eq!(m.poll_timeout(), None);
     m.force(t0 + secs(5));
     assert_eq!(m.poll_timeout(), Some(t0 + secs(5)), "force still works");
@@ -268,14 +327,12 @@ fn exits_after_the_end_and_double_exits_are_ignored() {
     let (mut m, t0) = machine();
     let a = m.add_service(t0, "a").unwrap();
     m.stop(t0, "deploy".into());
+    settle(&mut m, t0, &empty());
     m.handle_timeout(t0 + GRACE);
+    settle(&mut m, t0 + GRACE, &empty());
     m.service_exited(t0 + GRACE + secs(1), a, Exit::Ok);
     assert_eq!(
-        m.report(SessionTally::default())
-            .unwrap()
-            .service("a")
-            .unwrap()
-            .outcome(),
+        m.report().unwrap().service("a").unwrap().outcome(),
         &ServiceOutcome::Abandoned
     );
 
@@ -285,43 +342,70 @@ fn exits_after_the_end_and_double_exits_are_ignored() {
     m.stop(t0, "deploy".into());
     m.service_exited(t0, a, Exit::Ok);
     m.service_exited(t0, a, Exit::Dropped);
-    assert_eq!(
-        m.running_services(),
-        1,
-        "a second exit is not counted twice"
-    );
+    assert_eq!(m.running_services(), 1, "a second exit is not counted twice");
+}
+
+#[test]
+fn the_first_wait_stops_a_lifecycle_with_nothing_to_run_once() {
+    let (mut m, t0) = machine();
+    m.handle_wait_started(t0);
+    assert_eq!(m.poll(), Some(Action::Census));
+    m.handle_census(t0, one_live("early", secs(0)));
+    assert_eq!(m.state(), State::Running, "a live session is something to run");
+    m.handle_wait_started(t0);
+    assert_eq!(m.poll(), None, "asked once per machine");
+
+    let (mut m, t0) = machine();
+    m.handle_wait_started(t0);
+    settle(&mut m, t0, &empty());
+    assert_eq!(m.state(), State::Terminated);
+    assert_eq!(m.cause(), Some(&StopCause::NothingToRun));
+
+    let (mut m, t0) = machine();
+    m.add_service(t0, "svc").unwrap();
+    m.handle_wait_started(t0);
+    assert_eq!(m.poll(), None, "a service is something to run");
 }
 
 #[test]
 fn the_report_counts_sessions_and_orders_stragglers_oldest_first() {
     let (mut m, t0) = machine();
     m.stop(t0, "deploy".into());
+    let census = SessionCensus {
+        admitted: 10,
+        refused: 3,
+        live: vec![
+            NamedSession::new("young", secs(11)),
+            NamedSession::new("old", secs(60)),
+        ],
+        live_unnamed: 1,
+        panicked: vec![PanickedSession::new(
+            Some("GET /boom".into()),
+            Some("index out of bounds".into()),
+        )],
+        panicked_count: 2,
+    };
+    settle(&mut m, t0, &census);
     m.handle_timeout(t0 + GRACE);
-    let report = m
-        .report(SessionTally {
-            admitted: 10,
-            refused: 3,
-            abandoned: vec![
-                AbandonedSession::new("young", secs(11)),
-                AbandonedSession::new("old", secs(60)),
-            ],
-            abandoned_unnamed: 1,
-        })
-        .unwrap();
+    settle(&mut m, t0 + GRACE, &census);
+    let report = m.report().unwrap();
     let s = report.sessions();
     assert_eq!(
         (
             s.admitted(),
             s.completed(),
             s.refused(),
+            s.panicked(),
             s.abandoned_count()
         ),
-        (10, 7, 3, 3)
+        (10, 5, 3, 2, 3)
     );
     assert_eq!(s.abandoned()[0].name(), "old");
     let text = report.to_string();
     assert!(text.contains("ABANDONED old  (age 60.000s)"), "{text}");
     assert!(text.contains("ABANDONED 1 unnamed session(s)"), "{text}");
+    assert!(text.contains("PANICKED GET /boom: index out of bounds"), "{text}");
+    assert!(text.contains("PANICKED 1 more session(s)"), "{text}");
     assert!(text.contains("stop cause: requested: deploy"), "{text}");
     assert!(text.ends_with("exit code: 2"), "{text}");
 }
@@ -329,7 +413,7 @@ fn the_report_counts_sessions_and_orders_stragglers_oldest_first() {
 #[test]
 fn no_report_before_a_final_state() {
     let (mut m, t0) = machine();
-    assert!(m.report(SessionTally::default()).is_none());
+    assert!(m.report().is_none());
     m.stop(t0, "deploy".into());
-    assert!(m.report(SessionTally::default()).is_none());
+    assert!(m.report().is_none());
 }

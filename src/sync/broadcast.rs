@@ -97,7 +97,8 @@ impl Broadcast {
         let mut wakers = mem::take(&mut waiters.wakers);
         drop(waiters);
         for waker in wakers.drain() {
-            waker.wake();
+            // A waker is executor code: one that panics must not keep the others asleep.
+            crate::complain::quietly(|| waker.wake());
         }
         // Hand the emptied storage back (nothing registers once fired), so freeing it is
         // not on the stop path: with 100,000 waiters that free made the allocator trim the

@@ -15,6 +15,8 @@ pub(crate) struct Observation {
     pub(crate) cause: Option<StopCause>,
     /// Sessions the driver holds (admitted and not ended).
     pub(crate) live: usize,
+    /// Every refusal so far, after the end included (the live view's count).
+    pub(crate) refused: u64,
     pub(crate) timer: Timer,
     /// The report, once the driver can see it.
     pub(crate) report: Option<Report>,
@@ -101,6 +103,13 @@ fn compare<D: Driver>(
             model.live()
         ));
     }
+    if real.refused != model.refused() {
+        return Err(format!(
+            "{} refused so far, model says {}",
+            real.refused,
+            model.refused()
+        ));
+    }
     let timer = match real.timer {
         Timer::Armed(_) => Timer::Armed(model.armed()),
         Timer::Deadline(_) => Timer::Deadline(model.deadline()),
@@ -175,12 +184,22 @@ fn invariants(
     if report.state() != now.state || report.cause() != now.cause.as_ref() {
         return Err("the report disagrees with the lifecycle's state or cause".to_owned());
     }
-    if sessions.admitted() != sessions.completed() + sessions.abandoned_count() {
+    if sessions.admitted()
+        != sessions.completed() + sessions.panicked() + sessions.abandoned_count()
+    {
         return Err(format!(
-            "admitted {} != completed {} + abandoned {}",
+            "admitted {} != completed {} + panicked {} + abandoned {}",
             sessions.admitted(),
             sessions.completed(),
+            sessions.panicked(),
             sessions.abandoned_count()
+        ));
+    }
+    if now.refused < sessions.refused() {
+        return Err(format!(
+            "the live view counts {} refusals, fewer than the report's {}",
+            now.refused,
+            sessions.refused()
         ));
     }
     let abandoned_service = report

@@ -1,11 +1,13 @@
 //! Runs schedules on the pure `Machine`, behind the smallest driver that gives it the
-//! semantics of `Op`: it keeps the sessions itself (the shell's gate and registry), reports
-//! the drain, takes the census, and drives services and the deadline the way `wait()` does.
+//! semantics of `Op`. The driver decides nothing: it keeps the sessions itself (the shell's
+//! gate and registry), answers every `Action::Census` with a count of them, forwards the last
+//! session's end after admission closed, the first drive (the first `wait()` poll), service
+//! exits and the deadline — and the machine decides every transition.
 
 use std::time::{Duration, Instant};
 
-use async_lifecycle::machine::{AbandonedSession, Action, Exit, Machine, ServiceId, SessionTally};
-use async_lifecycle::{Refused, Report, State, StopCause};
+use async_lifecycle::machine::{Action, Exit, Machine, ServiceId, SessionCensus};
+use async_lifecycle::{NamedSession, PanickedSession, Refused, ServiceError};
 
 use super::check::{Driver, Observation, Timer};
 use super::op::{self, Config, How, Op};
@@ -28,13 +30,12 @@ pub(crate) struct PureMachine {
     session_attempts: usize,
     /// Live sessions: name (if named) and when each began.
     live: Vec<(Option<String>, Instant)>,
+    /// Admission closed (the `Drain` action was carried out).
     closed: bool,
     admitted: u64,
     refused: u64,
-    census: Option<SessionTally>,
-    report: Option<Report>,
+    panicked: Vec<PanickedSession>,
     wait_polled: bool,
-    wait_done: bool,
 }
 
 impl Driver for PureMachine {
@@ -53,10 +54,8 @@ impl Driver for PureMachine {
             closed: false,
             admitted: 0,
             refused: 0,
-            census: None,
-            report: None,
+            panicked: Vec::new(),
             wait_polled: false,
-            wait_done: false,
         }
     }
 
@@ -65,13 +64,20 @@ impl Driver for PureMachine {
             Op::AddService { honours_stop } => {
                 let name = op::service_name(self.service_attempts);
                 self.service_attempts += 1;
-                let added = self.machine.add_service(self.now, name).map(|id| {
-                    self.services.push(Service {
-                        id,
-                        honours_stop,
-                        exited: false,
+                let added = self
+                    .machine
+                    .add_service(self.now, name)
+                    .map(|id| {
+                        self.services.push(Service {
+                            id,
+                            honours_stop,
+                            exited: false,
+                        });
+                    })
+                    .map_err(|e| match e {
+                        ServiceError::Refused(refused) => refused,
+                        other => panic!("services are named uniquely, yet: {other}"),
                     });
-                });
                 return Some(added);
             }
             Op::BeginSession { named } => {
@@ -80,7 +86,7 @@ impl Driver for PureMachine {
                 if self.closed {
                     self.refused += 1;
                     return Some(Err(if self.machine.state().is_terminal() {
-                        Refused::Terminated
+                        Refused::Ended
                     } else {
                         Refused::Draining
                     }));
@@ -90,16 +96,8 @@ impl Driver for PureMachine {
                     .push((named.then(|| op::session_name(n)), self.now));
                 return Some(Ok(()));
             }
-            Op::EndSession { pick } => {
-                if !self.live.is_empty() {
-                    let index = usize::from(pick) % self.live.len();
-                    self.live.remove(index);
-                    if self.closed && self.live.is_empty() {
-                        self.machine.handle_sessions_drained(self.now);
-                        self.settle();
-                    }
-                }
-            }
+            Op::EndSession { pick } => self.end_session(pick, false),
+            Op::PanicSession { pick } => self.end_session(pick, true),
             Op::ServiceExit { pick, how } => {
                 if !self.services.is_empty() {
                     let index = usize::from(pick) % self.services.len();
@@ -119,8 +117,6 @@ impl Driver for PureMachine {
             Op::Force => {
                 self.machine.force(self.now);
                 self.settle();
-                self.machine.handle_timeout(self.now);
-                self.settle();
             }
             Op::Advance { millis } => self.now += Duration::from_millis(u64::from(millis)),
             Op::Drive => self.drive(),
@@ -133,13 +129,32 @@ impl Driver for PureMachine {
             state: self.machine.state(),
             cause: self.machine.cause().cloned(),
             live: self.live.len(),
+            refused: self.refused,
             timer: Timer::Deadline(self.machine.poll_timeout().map(|d| d - self.t0)),
-            report: self.report.clone(),
+            report: self.machine.report().cloned(),
         }
     }
 }
 
 impl PureMachine {
+    fn end_session(&mut self, pick: u8, panicked: bool) {
+        if self.live.is_empty() {
+            return;
+        }
+        let index = usize::from(pick) % self.live.len();
+        let (name, _) = self.live.remove(index);
+        if panicked {
+            self.panicked
+                .push(PanickedSession::new(name.map(Into::into), None));
+        }
+        // The gate reports the drain to whoever took the last live session after the close.
+        if self.closed && self.live.is_empty() {
+            let census = self.census();
+            self.machine.handle_census(self.now, census);
+            self.settle();
+        }
+    }
+
     fn exit(&mut self, index: usize, exit: Exit) {
         let service = &mut self.services[index];
         if service.exited {
@@ -150,15 +165,17 @@ impl PureMachine {
         self.settle();
     }
 
-    /// What `wait()` does when it runs: services first, then the deadline, then (on its
-    /// first poll only) the "nothing to run" check.
+    /// What `wait()` does when it runs: the first poll is forwarded, then services are
+    /// driven, then the deadline.
     fn drive(&mut self) {
-        if self.wait_done {
+        if self.machine.report().is_some() {
             return;
         }
-        let first_poll = !self.wait_polled;
-        self.wait_polled = true;
-        if self.machine.state() == State::Draining {
+        if !std::mem::replace(&mut self.wait_polled, true) {
+            self.machine.handle_wait_started(self.now);
+            self.settle();
+        }
+        if self.machine.state() == async_lifecycle::State::Draining {
             for index in 0..self.services.len() {
                 if self.services[index].honours_stop {
                     self.exit(index, Exit::Ok);
@@ -169,53 +186,35 @@ impl PureMachine {
             self.machine.handle_timeout(self.now);
             self.settle();
         }
-        if self.machine.state() == State::Running
-            && first_poll
-            && self.machine.services() == 0
-            && self.live.is_empty()
-        {
-            self.machine.stop(self.now, StopCause::NothingToRun);
-            self.settle();
+    }
+
+    fn census(&self) -> SessionCensus {
+        let live: Vec<NamedSession> = self
+            .live
+            .iter()
+            .filter_map(|(name, began)| Some(NamedSession::new(name.clone()?, self.now - *began)))
+            .collect();
+        SessionCensus {
+            admitted: self.admitted,
+            refused: self.refused,
+            live_unnamed: (self.live.len() - live.len()) as u64,
+            live,
+            panicked: self.panicked.clone(),
+            panicked_count: self.panicked.len() as u64,
         }
-        self.wait_done = self.machine.state().is_terminal();
     }
 
     /// Carries out the machine's actions, as the shell's `Shared::settle` does.
     fn settle(&mut self) {
         while let Some(action) = self.machine.poll() {
             match action {
-                Action::Drain => {
-                    self.closed = true;
-                    if self.live.is_empty() {
-                        self.machine.handle_sessions_drained(self.now);
-                    }
+                Action::Drain => self.closed = true,
+                Action::Census => {
+                    let census = self.census();
+                    self.machine.handle_census(self.now, census);
                 }
-                Action::Abandon => {
-                    let abandoned: Vec<AbandonedSession> = self
-                        .live
-                        .iter()
-                        .filter_map(|(name, began)| {
-                            let name = name.clone()?;
-                            Some(AbandonedSession::new(name, self.now - *began))
-                        })
-                        .collect();
-                    let unnamed = self.live.len() - abandoned.len();
-                    self.census = Some(SessionTally {
-                        admitted: self.admitted,
-                        refused: self.refused,
-                        abandoned,
-                        abandoned_unnamed: unnamed as u64,
-                    });
-                }
-                Action::Finish => {
-                    let tally = self.census.take().unwrap_or_else(|| SessionTally {
-                        admitted: self.admitted,
-                        refused: self.refused,
-                        ..SessionTally::default()
-                    });
-                    self.report = self.machine.report(tally);
-                }
-                // Complaints are the shell's business; the report records the outcome.
+                // Complaints, cancellation and the report's publication are the shell's
+                // business; the machine keeps the report.
                 _ => {}
             }
         }

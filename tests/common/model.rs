@@ -38,6 +38,8 @@ pub(crate) struct ModelReport {
     pub(crate) admitted: u64,
     pub(crate) completed: u64,
     pub(crate) refused: u64,
+    /// Sessions ended by a panic, in order: their names (`None`: unnamed).
+    pub(crate) panicked: Vec<Option<String>>,
     /// Abandoned named sessions, sorted by age (oldest first), then name.
     pub(crate) abandoned: Vec<(String, Duration)>,
     pub(crate) abandoned_unnamed: u64,
@@ -60,6 +62,7 @@ pub(crate) struct Model {
     session_attempts: usize,
     admitted: u64,
     refused: u64,
+    panicked: Vec<Option<String>>,
     report: Option<ModelReport>,
     wait_polled: bool,
     wait_done: bool,
@@ -83,6 +86,7 @@ impl Model {
             session_attempts: 0,
             admitted: 0,
             refused: 0,
+            panicked: Vec::new(),
             report: None,
             wait_polled: false,
             wait_done: false,
@@ -129,6 +133,11 @@ impl Model {
     }
 
     /// The number of live sessions.
+    /// Every refusal so far, after the end included (what a snapshot counts).
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused
+    }
+
     pub(crate) fn live(&self) -> usize {
         self.live.len()
     }
@@ -138,7 +147,8 @@ impl Model {
         match op {
             Op::AddService { honours_stop } => return Some(self.add_service(honours_stop)),
             Op::BeginSession { named } => return Some(self.begin_session(named)),
-            Op::EndSession { pick } => self.end_session(pick),
+            Op::EndSession { pick } => self.end_session(pick, false),
+            Op::PanicSession { pick } => self.end_session(pick, true),
             Op::ServiceExit { pick, how } => {
                 if !self.services.is_empty() {
                     let index = usize::from(pick) % self.services.len();
@@ -162,7 +172,7 @@ impl Model {
 
     fn refusal(&self) -> Refused {
         if self.state.is_terminal() {
-            Refused::Terminated
+            Refused::Ended
         } else {
             Refused::Draining
         }
@@ -198,13 +208,20 @@ impl Model {
         Ok(())
     }
 
-    fn end_session(&mut self, pick: u8) {
+    fn end_session(&mut self, pick: u8, panicked: bool) {
         if self.live.is_empty() {
             return;
         }
         let index = usize::from(pick) % self.live.len();
-        self.live.remove(index);
+        let session = self.live.remove(index);
+        if panicked {
+            self.panicked.push(session.name);
+        }
         self.settle();
+        // The last session's end is a census: past the deadline, it decides like the timer.
+        if self.live.is_empty() {
+            self.timeout();
+        }
     }
 
     fn service_exit(&mut self, index: usize, how: How) {
@@ -235,6 +252,8 @@ impl Model {
         self.stopped_at = Some(self.now);
         self.deadline = self.config.grace.bound().map(|grace| self.now + grace);
         self.settle();
+        // A zero grace: the stop is its own deadline.
+        self.timeout();
     }
 
     fn force(&mut self) {
@@ -336,6 +355,7 @@ impl Model {
             0
         };
         let abandoned_count = abandoned.len() as u64 + abandoned_unnamed;
+        let panicked_count = self.panicked.len() as u64;
         self.report = Some(ModelReport {
             state,
             cause: self.cause.clone(),
@@ -344,8 +364,9 @@ impl Model {
             lifetime: self.now,
             services,
             admitted: self.admitted,
-            completed: self.admitted - abandoned_count,
+            completed: self.admitted - abandoned_count - panicked_count,
             refused: self.refused,
+            panicked: self.panicked.clone(),
             abandoned,
             abandoned_unnamed,
             exit_code,
@@ -381,6 +402,11 @@ pub(crate) fn view(report: &async_lifecycle::Report) -> ModelReport {
         admitted: sessions.admitted(),
         completed: sessions.completed(),
         refused: sessions.refused(),
+        panicked: sessions
+            .panicked_sessions()
+            .iter()
+            .map(|s| s.name().map(str::to_owned))
+            .collect(),
         abandoned,
         abandoned_unnamed: sessions.abandoned_unnamed(),
         exit_code: report.exit_code(),

@@ -47,6 +47,12 @@ pub(crate) enum Op {
         /// Which live session.
         pick: u8,
     },
+    /// Ends the live session at index `pick` by a panic (its guard is dropped while the
+    /// thread unwinds), if any.
+    PanicSession {
+        /// Which live session.
+        pick: u8,
+    },
     /// Tells the service at index `pick` modulo the services added so far to end `how`,
     /// then runs the executor until it stalls (a service only ends when it is polled).
     ServiceExit {
@@ -77,7 +83,7 @@ pub(crate) enum Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
 pub(crate) enum Grace {
-    /// `Duration::ZERO`: whatever has not ended when the stop is processed is abandoned.
+    /// `Duration::ZERO`: whatever is still running at the stop is abandoned by it.
     Zero,
     /// A grace of `millis` milliseconds.
     Millis(u16),

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
-use async_lifecycle::{Clock, Lifecycle, ManualClock, Refused, Report, Session, Sleep};
+use async_lifecycle::{
+    Clock, Lifecycle, ManualClock, Refused, Report, ServiceError, Session, Sleep,
+};
 use futures::channel::oneshot;
 use futures::executor::LocalPool;
 use futures::task::LocalSpawnExt;
@@ -129,6 +131,18 @@ impl Driver for Shell {
                     drop(self.live.remove(index));
                 }
             }
+            Op::PanicSession { pick } => {
+                if !self.live.is_empty() {
+                    let index = usize::from(pick) % self.live.len();
+                    let session = self.live.remove(index);
+                    // The guard is dropped while this closure's panic unwinds.
+                    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let _session = session;
+                        std::panic::panic_any(op::PANIC);
+                    }));
+                    assert!(unwound.is_err());
+                }
+            }
             Op::ServiceExit { pick, how } => {
                 if !self.commands.is_empty() {
                     let index = usize::from(pick) % self.commands.len();
@@ -152,8 +166,9 @@ impl Driver for Shell {
     fn observe(&self) -> Observation {
         Observation {
             state: self.lc.state(),
-            cause: self.lc.cause(),
+            cause: self.lc.cause().cloned(),
             live: self.live.len(),
+            refused: self.lc.snapshot().refused_sessions(),
             timer: Timer::Armed(self.clock.next_deadline().map(|d| d - self.t0)),
             report: self.report.borrow().clone(),
         }
@@ -182,6 +197,10 @@ impl Shell {
                 Some(How::Err) => Err(op::FAILURE),
                 Some(How::Panic) => std::panic::panic_any(op::PANIC),
             }
+        })
+        .map_err(|e| match e {
+            ServiceError::Refused(refused) => refused,
+            other => panic!("services are named uniquely, yet: {other}"),
         })?;
         self.commands.push(Some(tx));
         Ok(())

@@ -1,0 +1,187 @@
+//! The live view of a lifecycle, for health endpoints, logs and tests.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::machine::{NamedSession, ServiceOutcome, State, StopCause};
+use crate::session::Counts;
+
+/// What a lifecycle is doing now: its state and cause, the sessions so far, the oldest live
+/// named sessions, and each service. From [`Lifecycle::snapshot`](crate::Lifecycle::snapshot).
+///
+/// Unlike the [`Report`](crate::Report), which is written once at the end, a snapshot can be
+/// taken at any time, before and after the end: refusals after the end are counted here.
+/// Taking one locks the machine and the named-session registry briefly; the session hot path
+/// pays nothing for its existence.
+///
+/// # Examples
+///
+/// ```
+/// use async_lifecycle::{Lifecycle, State};
+///
+/// let lc = Lifecycle::new();
+/// lc.service("worker", |stop| stop).unwrap();
+/// let _conn = lc.session("conn 10.0.0.7:5123").unwrap();
+/// let snap = lc.snapshot();
+/// assert_eq!(snap.state(), State::Running);
+/// assert_eq!(snap.live_sessions(), 1);
+/// assert_eq!(snap.oldest_sessions()[0].name(), "conn 10.0.0.7:5123");
+/// assert_eq!(snap.services()[0].name(), "worker");
+/// assert!(snap.services()[0].is_running());
+/// # lc.stop("done");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    state: State,
+    cause: Option<StopCause>,
+    live: u64,
+    admitted: u64,
+    refused: u64,
+    panicked: u64,
+    oldest: Vec<NamedSession>,
+    services: Vec<ServiceSnapshot>,
+}
+
+impl Snapshot {
+    /// How many of the oldest live named sessions a snapshot names.
+    pub const OLDEST: usize = 10;
+
+    pub(crate) fn new(
+        state: State,
+        cause: Option<StopCause>,
+        counts: Counts,
+        services: Vec<ServiceSnapshot>,
+    ) -> Self {
+        Snapshot {
+            state,
+            cause,
+            live: counts.live,
+            admitted: counts.admitted,
+            refused: counts.refused,
+            panicked: counts.panicked,
+            oldest: counts.oldest,
+            services,
+        }
+    }
+
+    /// The state now.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether the stop was requested (draining, or ended): what a readiness probe reports
+    /// as not ready.
+    pub fn is_stopped(&self) -> bool {
+        self.state != State::Running
+    }
+
+    /// The first stop cause, once a stop was requested.
+    pub fn cause(&self) -> Option<&StopCause> {
+        self.cause.as_ref()
+    }
+
+    /// Sessions live now.
+    pub fn live_sessions(&self) -> u64 {
+        self.live
+    }
+
+    /// Sessions admitted so far.
+    pub fn admitted_sessions(&self) -> u64 {
+        self.admitted
+    }
+
+    /// Sessions that ended normally so far (neither live nor ended by a panic). After an
+    /// abandonment, the abandoned sessions are still live here: nothing ended them.
+    pub fn completed_sessions(&self) -> u64 {
+        self.admitted
+            .saturating_sub(self.live)
+            .saturating_sub(self.panicked)
+    }
+
+    /// Attempts refused so far, including after the end.
+    pub fn refused_sessions(&self) -> u64 {
+        self.refused
+    }
+
+    /// Sessions that ended by a panic so far.
+    pub fn panicked_sessions(&self) -> u64 {
+        self.panicked
+    }
+
+    /// The oldest live named sessions, oldest first, with their ages: at most
+    /// [`Snapshot::OLDEST`].
+    pub fn oldest_sessions(&self) -> &[NamedSession] {
+        &self.oldest
+    }
+
+    /// Every service, in the order they were added.
+    pub fn services(&self) -> &[ServiceSnapshot] {
+        &self.services
+    }
+}
+
+impl fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "lifecycle {}", self.state)?;
+        if let Some(cause) = &self.cause {
+            write!(f, " ({cause})")?;
+        }
+        write!(
+            f,
+            "; sessions: {} live, {} admitted, {} completed, {} refused, {} panicked",
+            self.live,
+            self.admitted,
+            self.completed_sessions(),
+            self.refused,
+            self.panicked
+        )?;
+        for s in &self.oldest {
+            write!(f, "; {} ({:.3?})", s.name(), s.age())?;
+        }
+        for s in &self.services {
+            match &s.outcome {
+                None => write!(f, "; service {} running for {:.3?}", s.name, s.uptime)?,
+                Some(outcome) => write!(f, "; service {} {outcome}", s.name)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One service in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSnapshot {
+    name: String,
+    outcome: Option<ServiceOutcome>,
+    uptime: Duration,
+}
+
+impl ServiceSnapshot {
+    pub(crate) fn new(name: String, outcome: Option<ServiceOutcome>, uptime: Duration) -> Self {
+        ServiceSnapshot {
+            name,
+            outcome,
+            uptime,
+        }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&self) -> bool {
+        self.outcome.is_none()
+    }
+
+    /// How it ended, once it did.
+    pub fn outcome(&self) -> Option<&ServiceOutcome> {
+        self.outcome.as_ref()
+    }
+
+    /// How long it has run (until now, or until it ended).
+    pub fn uptime(&self) -> Duration {
+        self.uptime
+    }
+}
