@@ -20,7 +20,7 @@ async fn scenario(
     let (jobs_tx, jobs_rx) = async_channel::unbounded::<u64>();
     let (acks_tx, mut acks_rx) = futures::channel::mpsc::unbounded::<u64>();
 
-    let sessions = lc.clone();
+    let sessions = lc.downgrade();
     lc.service("worker", move |stop| async move {
         let mut stop = stop.fuse();
         loop {
@@ -138,4 +138,81 @@ fn smol_driven_by_wait() {
     let ex = smol::LocalExecutor::new();
     let report = smol::block_on(ex.run(scenario(lifecycle().build(), |f| ex.spawn(f).detach())));
     check(&report);
+}
+
+/// Defect: with a zero grace, a service that returns as soon as it sees its stop was
+/// `stopped` when `wait()` drove it and under tokio, but `abandoned` under smol. The stop is
+/// now its own deadline: whatever still runs at the stop is abandoned, on every executor.
+async fn zero_grace(builder: async_lifecycle::Builder) -> Report {
+    let lc = builder.grace(Duration::ZERO).build();
+    let (started_tx, started_rx) = futures::channel::oneshot::channel();
+    lc.service("prompt", move |stop| async move {
+        started_tx.send(()).unwrap();
+        stop.await;
+    })
+    .unwrap();
+    let finished = lc.session("finished").unwrap();
+    drop(finished);
+    let report = lc.wait();
+    let stopper = async {
+        // Only stop once the service runs (it is waiting on its stop signal).
+        started_rx.await.unwrap();
+        lc.stop("now");
+    };
+    let (report, ()) = futures::join!(report, stopper);
+    report
+}
+
+fn check_zero_grace(report: &Report) {
+    assert_eq!(report.state(), State::Abandoned, "{report}");
+    assert_eq!(
+        report.service("prompt").unwrap().outcome(),
+        &ServiceOutcome::Abandoned,
+        "{report}"
+    );
+    assert_eq!(report.sessions().completed(), 1, "ended before the stop");
+    assert_eq!(report.exit_code(), 2);
+}
+
+#[test]
+fn zero_grace_is_the_same_on_futures_executor() {
+    check_zero_grace(&futures::executor::block_on(zero_grace(Lifecycle::builder())));
+}
+
+#[test]
+fn zero_grace_is_the_same_on_tokio_current_thread() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    check_zero_grace(&rt.block_on(zero_grace(Lifecycle::builder())));
+    let report = rt.block_on(async {
+        zero_grace(Lifecycle::builder().spawner(|f| {
+            tokio::spawn(f);
+        }))
+        .await
+    });
+    check_zero_grace(&report);
+}
+
+#[test]
+fn zero_grace_is_the_same_on_tokio_multi_thread() {
+    use async_lifecycle::tokio::BuilderExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt.block_on(async { zero_grace(Lifecycle::builder().tokio()).await });
+    check_zero_grace(&report);
+}
+
+#[test]
+fn zero_grace_is_the_same_on_smol() {
+    use async_lifecycle::async_io::BuilderExt;
+    let ex = std::sync::Arc::new(smol::Executor::new());
+    let report = smol::block_on(ex.run(zero_grace(Lifecycle::builder().smol(ex.clone()))));
+    check_zero_grace(&report);
+    let report = smol::block_on(zero_grace(Lifecycle::builder().async_io()));
+    check_zero_grace(&report);
 }
