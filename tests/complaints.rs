@@ -1,6 +1,8 @@
 //! Loud complaints: every unclean end, panic and abandoned session is emitted at error level
 //! through `tracing` (the default feature), naming what it is about.
 
+mod support;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,4 +77,37 @@ fn unclean_services_panics_and_stragglers_are_logged_at_error_level() {
         "{log}"
     );
     assert_eq!(errors.len(), 3, "one complaint each, no more: {log}");
+}
+
+/// Defect: with `tracing_subscriber::fmt().with_writer(std::io::stderr)` (as the example
+/// installs) and a dead log collector (standard error a pipe nobody reads), the complaint's
+/// write panicked inside the finishing step, and `wait()` never resolved. Now the program
+/// finishes: the report on stdout, exit status 2.
+#[test]
+fn a_dead_log_collector_does_not_stop_the_report_or_the_exit_status() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(support::example("basic"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the example starts");
+    // The collector dies before anything is logged: every write to stderr is EPIPE.
+    drop(child.stderr.take());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > support::PATIENCE {
+            child.kill().unwrap();
+            panic!("the example did not finish within {:?}", support::PATIENCE);
+        }
+        std::thread::park_timeout(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("FAIL producer  abandoned"), "{stdout}");
+    assert!(stdout.contains("ABANDONED batch"), "{stdout}");
 }
