@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_lifecycle::Lifecycle;
 use futures::FutureExt;
 
-fn main() {
+fn main() -> async_lifecycle::Report {
     // The lifecycle complains through `tracing`; show it on standard error.
     tracing_subscriber::fmt()
         .with_target(false)
@@ -52,8 +52,9 @@ fn main() {
     })
     .expect("the lifecycle is running");
 
-    // The producer ignores its stop signal: it keeps preparing batches forever.
-    let sessions = lc.clone();
+    // The producer ignores its stop signal: it keeps preparing batches forever. Services hold
+    // a weak handle: it begins sessions, and keeps nothing alive.
+    let sessions = lc.downgrade();
     lc.service("producer", move |_stop| async move {
         for batch in 1.. {
             let session = sessions.session(format!("batch {batch}"));
@@ -88,5 +89,6 @@ fn main() {
 
     let (report, ()) = futures::executor::block_on(futures::future::join(lc.wait(), stop_later));
     println!("\n{report}");
-    std::process::exit(report.exit_code());
+    // Exits with the report's status (2 here) once every destructor ran.
+    report
 }

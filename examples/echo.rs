@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use async_lifecycle::async_io::BuilderExt;
-use async_lifecycle::{Lifecycle, Session, StopSignal};
+use async_lifecycle::{Lifecycle, Session, StopSignal, WeakLifecycle};
 use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, future, io};
 
@@ -58,7 +58,8 @@ async fn serve(args: Args, ex: Arc<Executor<'static>>) -> u8 {
         .build();
     // Signal handlers first: once the line below is printed, a signal must drain, not kill.
     let until_signal = lc.run_until_signal();
-    let sessions = lc.clone();
+    // The service holds a weak handle: it begins sessions, and keeps nothing alive.
+    let sessions = lc.downgrade();
     lc.service("accept-loop", move |stop| {
         accept_loop(listener, sessions, ex, stop)
     })
@@ -74,7 +75,7 @@ async fn serve(args: Args, ex: Arc<Executor<'static>>) -> u8 {
 /// Accepts connections until the stop, then closes the listener at once.
 async fn accept_loop(
     listener: TcpListener,
-    lc: Lifecycle,
+    lc: WeakLifecycle,
     ex: Arc<Executor<'static>>,
     mut stop: StopSignal,
 ) -> io::Result<()> {

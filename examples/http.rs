@@ -32,7 +32,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use async_lifecycle::tokio::BuilderExt;
-use async_lifecycle::{Lifecycle, Session, StopSignal};
+use async_lifecycle::{Lifecycle, Session, StopSignal, WeakLifecycle};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONNECTION, HeaderValue};
@@ -86,7 +86,8 @@ async fn serve(args: Args) -> u8 {
     // Signal handlers first: once the line below is printed, a signal must drain, not kill.
     let until_signal = lc.run_until_signal();
     let linger = (args.grace / 4).min(MAX_LINGER);
-    let server = lc.clone();
+    // The service holds a weak handle: it begins sessions, and keeps nothing alive.
+    let server = lc.downgrade();
     lc.service("accept-loop", move |stop| {
         accept_loop(listener, server, linger, stop)
     })
@@ -103,7 +104,7 @@ async fn serve(args: Args) -> u8 {
 /// returns once every connection it started has ended.
 async fn accept_loop(
     listener: TcpListener,
-    lc: Lifecycle,
+    lc: WeakLifecycle,
     linger: Duration,
     mut stop: StopSignal,
 ) -> std::io::Result<()> {
@@ -168,7 +169,7 @@ async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     session: Option<Session>,
-    lc: Lifecycle,
+    lc: WeakLifecycle,
     linger: Duration,
     _alive: mpsc::Sender<()>,
 ) {
@@ -195,9 +196,9 @@ async fn connection(
 async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
-    lc: Lifecycle,
+    lc: WeakLifecycle,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let draining = lc.stop_signal().is_stopped();
+    let draining = lc.is_stopped();
     // While draining, the connection's session (or the accept loop) covers the request: it
     // is served, not refused.
     let session = if draining {
@@ -211,7 +212,7 @@ async fn handle(
 
     // Decided after the work: a request that began before the stop and ends after it
     // closes its connection too.
-    if lc.stop_signal().is_stopped() && req.version() <= Version::HTTP_11 {
+    if lc.is_stopped() && req.version() <= Version::HTTP_11 {
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
