@@ -63,6 +63,34 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Vocabulary
+//!
+//! The **stop** is the request (and the moment it is made: [`Lifecycle::stop`], a signal,
+//! a failing service); **draining** is the state between the stop and the end; the end is
+//! **terminated** (everything finished in time) or **abandoned** (the deadline came first).
+//! A **census** counts the sessions at one moment; the **report** is written once, at the
+//! end; a [`Snapshot`] is the live view at any moment.
+//!
+//! # Services, sessions and handles
+//!
+//! A [`Lifecycle`] handle can stop the lifecycle, so while one exists the lifecycle runs.
+//! Services should hold a [`WeakLifecycle`] ([`Lifecycle::downgrade`]) to begin sessions:
+//! it keeps nothing alive, so dropping the last `Lifecycle` (an early `?` in `main`) stops
+//! the lifecycle and drops the services that never ran.
+//!
+//! A session that ends by a panic is counted and named apart in the report and complained
+//! about: run its work with [`Session::run`] to catch the panic with its payload on every
+//! executor (a guard dropped while its thread unwinds is seen too; tokio drops a panicked
+//! task's future after catching the panic, so only `run` sees those).
+//!
+//! For health endpoints and logs, [`Lifecycle::snapshot`] gives the state, the cause, the
+//! session counts (refusals after the end included), the oldest live named sessions with
+//! their ages and each service's status and uptime; [`Lifecycle::is_stopped`] is one atomic
+//! load. [`Lifecycle::stop_on`] stops the lifecycle when any future resolves (a server API
+//! that takes `shutdown: impl Future`, an admin endpoint). `main` may return the
+//! [`Report`]: it is [`Termination`](std::process::Termination), so destructors run and the
+//! process exits with [`Report::exit_code`].
+//!
 //! # Features
 //!
 //! - `tracing` (default): complaints go to `tracing` at error level, target

@@ -475,8 +475,10 @@ impl Builder {
         self
     }
 
-    /// How long draining may take before what is still running is abandoned. Zero abandons
-    /// whatever has not ended by the time the stop is processed; `Duration::MAX` never
+    /// How long draining may take before what is still running is abandoned, measured on
+    /// the lifecycle's clock from the stop. Zero makes the stop its own deadline: whatever
+    /// is still running when the stop is requested is abandoned by that call, on every
+    /// executor (a service has had no chance to see its stop yet). `Duration::MAX` never
     /// abandons (only [`Lifecycle::force`] does).
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
