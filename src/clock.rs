@@ -35,14 +35,13 @@
 use std::{
     fmt,
     future::Future,
-    mem,
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use slab::Slab;
+use crate::sync::{WakerSet, wakers::Key};
 
 /// A boxed sleep future returned by [`Clock::sleep_until`].
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -110,15 +109,11 @@ pub struct ManualClock {
 #[derive(Debug)]
 struct State {
     now: Instant,
+    // each sleeper's deadline and waker, under a generation-checked key, so a sleep that
+    // still holds the key of an entry `advance_to` took cannot touch whoever reuses its slot;
     // invariant: an entry exists exactly while its sleep is registered and `now < deadline`,
     // because `advance_to` removes every entry it makes due
-    sleepers: Slab<Sleeper>,
-}
-
-#[derive(Debug)]
-struct Sleeper {
-    deadline: Instant,
-    waker: Waker,
+    sleepers: WakerSet<Instant>,
 }
 
 fn lock(shared: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -130,7 +125,7 @@ impl ManualClock {
     pub fn new() -> Self {
         let state = State {
             now: Instant::now(),
-            sleepers: Slab::new(),
+            sleepers: WakerSet::new(),
         };
         Self {
             shared: Arc::new(Mutex::new(state)),
@@ -154,26 +149,23 @@ impl ManualClock {
     }
 
     fn advance_with(&self, target: impl FnOnce(Instant) -> Instant) {
-        let due: Vec<Waker> = {
+        let mut due = {
             let mut state = lock(&self.shared);
             let to = target(state.now);
             if to <= state.now {
                 return;
             }
             state.now = to;
-            let mut due = Vec::new();
-            state.sleepers.retain(|_, s| {
-                let pending = s.deadline > to;
-                if !pending {
-                    due.push(s.waker.clone());
-                }
-                pending
-            });
-            due
+            state.sleepers.take_where(|deadline| *deadline <= to)
         };
         // wake outside the lock: a waker may poll or drop a sleep right away
-        for waker in due {
-            waker.wake();
+        for (_, waker) in due.drain() {
+            // a waker is executor code: one that panics must not keep the others asleep
+            crate::complain::quietly(|| waker.wake());
+        }
+        // hand the buffer back for the next advance
+        if let Some(emptied) = due.emptied() {
+            lock(&self.shared).sleepers.recycle(emptied);
         }
     }
 
@@ -184,11 +176,7 @@ impl ManualClock {
 
     /// The earliest deadline among the registered sleepers, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        lock(&self.shared)
-            .sleepers
-            .iter()
-            .map(|(_, s)| s.deadline)
-            .min()
+        lock(&self.shared).sleepers.iter().min().copied()
     }
 }
 
@@ -217,7 +205,7 @@ impl Clock for ManualClock {
 struct ManualSleep {
     shared: Arc<Mutex<State>>,
     deadline: Instant,
-    key: Option<usize>,
+    key: Option<Key>,
 }
 
 impl Future for ManualSleep {
@@ -231,33 +219,23 @@ impl Future for ManualSleep {
             this.key = None;
             return Poll::Ready(());
         }
-        let stale = match this.key {
-            Some(key) => {
-                let waker = &mut state.sleepers[key].waker;
-                (!waker.will_wake(cx.waker())).then(|| mem::replace(waker, cx.waker().clone()))
-            }
-            None => {
-                let sleeper = Sleeper {
-                    deadline: this.deadline,
-                    waker: cx.waker().clone(),
-                };
-                this.key = Some(state.sleepers.insert(sleeper));
-                None
-            }
-        };
+        let replaced = state
+            .sleepers
+            .register(&mut this.key, this.deadline, cx.waker());
         // drop a replaced waker outside the lock, as dropping it may run arbitrary code
         drop(state);
-        drop(stale);
+        drop(replaced);
         Poll::Pending
     }
 }
 
 impl Drop for ManualSleep {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
+        if self.key.is_some() {
             let mut state = lock(&self.shared);
-            // once due, the entry is gone and its key may already belong to another sleep
-            let removed = (state.now < self.deadline).then(|| state.sleepers.remove(key));
+            // once due, the entry is gone and the key is stale: it names no entry, even if
+            // another sleep reuses the slot
+            let removed = state.sleepers.cancel(&mut self.key);
             drop(state);
             drop(removed);
         }
@@ -268,7 +246,7 @@ impl Drop for ManualSleep {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-    use std::task::Wake;
+    use std::task::{Wake, Waker};
 
     #[derive(Default)]
     struct Counter(AtomicUsize);
@@ -351,6 +329,28 @@ mod tests {
         );
         clock.advance(Duration::from_secs(1));
         assert_eq!(reentrant.1.load(SeqCst), 1);
+    }
+
+    #[test]
+    fn a_panicking_waker_does_not_keep_the_others_asleep() {
+        struct Panics;
+        impl Wake for Panics {
+            fn wake(self: Arc<Self>) {
+                panic!("a waker that panics");
+            }
+        }
+        let clock = ManualClock::new();
+        let mut first = clock.sleep_until(clock.now() + Duration::from_secs(1));
+        let waker = Waker::from(Arc::new(Panics));
+        assert!(
+            first
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        let (_second, counter) = armed(&clock, 1);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!((wakes(&counter), clock.sleepers()), (1, 0));
     }
 
     #[test]

@@ -1,31 +1,36 @@
 //! A one-shot, level-triggered broadcast: once fired, every waiter (past and future) is ready.
 //!
-//! Waiters keep a slab key to their registered waker, so re-polling updates in place and
-//! dropping a waiter removes it: no allocation per waiter once the slab has grown, and
-//! firing takes the whole slab out under the lock and wakes outside it.
+//! The waiters' wakers are in a [`WakerSet`] under the lock; each waiter keeps the slot of
+//! its registration, so re-polling refreshes it in place and dropping a waiter removes it: no
+//! allocation per waiter once the set has grown. Firing takes every registration out of the
+//! set in O(1) under the lock, wakes them outside it, and hands the emptied storage back.
 //!
 //! # Invariants
 //!
 //! - `fired` (the atomic) is set only while the lock is held and `Waiters::fired` is set,
 //!   so "atomic says fired" implies "no waker will be registered any more".
-//! - A key is valid only while not fired: firing empties the slab, and no insertion happens
-//!   afterwards, so a stale key is never reused.
+//! - A waiter's slot never goes stale while it matters: until the broadcast fires, a
+//!   registration leaves the set only by its own waiter's `cancel` (which forgets the slot),
+//!   and firing empties the set for good, after which every key is ignored and nothing is
+//!   registered. So looking the registration up by slot alone ([`WakerSet::key_at`]) is
+//!   sound here; the waiters' keys are `Option<usize>` (slot numbers) in `lifecycle.rs` and
+//!   `service.rs`.
 //!
 //! # Deadlock safety
 //!
-//! Wakers are woken, and dropped, after the lock is released.
+//! Wakers are woken, and dropped (a replaced or cancelled one included), after the lock is
+//! released.
 
-use std::mem;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
-use slab::Slab;
-
+use super::WakerSet;
+use super::wakers::Key;
 use crate::loom::{AtomicBool, Mutex, Ordering, lock};
 
 #[derive(Debug, Default)]
 struct Waiters {
     fired: bool,
-    wakers: Slab<Waker>,
+    wakers: WakerSet,
 }
 
 #[derive(Debug)]
@@ -60,28 +65,24 @@ impl Broadcast {
             *key = None;
             return Poll::Ready(());
         }
-        match key.and_then(|k| waiters.wakers.get_mut(k)) {
-            Some(registered) => {
-                if !registered.will_wake(cx.waker()) {
-                    let old = mem::replace(registered, cx.waker().clone());
-                    drop(waiters);
-                    drop(old);
-                }
-            }
-            None => *key = Some(waiters.wakers.insert(cx.waker().clone())),
-        }
+        // By slot: see the invariants.
+        let mut registration = key.and_then(|slot| waiters.wakers.key_at(slot));
+        let replaced = waiters.wakers.register(&mut registration, (), cx.waker());
+        *key = registration.map(Key::slot);
+        drop(waiters);
+        drop(replaced);
         Poll::Pending
     }
 
     /// Removes the waker registered under `key`, if any.
     pub(crate) fn cancel(&self, key: &mut Option<usize>) {
-        if let Some(k) = key.take() {
+        if let Some(slot) = key.take() {
             let mut waiters = lock(&self.waiters);
-            if !waiters.fired {
-                let old = waiters.wakers.try_remove(k);
-                drop(waiters);
-                drop(old);
-            }
+            // Once fired the set is empty: no registration, nothing removed.
+            let mut registration = waiters.wakers.key_at(slot);
+            let old = waiters.wakers.cancel(&mut registration);
+            drop(waiters);
+            drop(old);
         }
     }
 
@@ -94,16 +95,18 @@ impl Broadcast {
         waiters.fired = true;
         // Release: pairs with the Acquire in `is_fired`.
         self.fired.store(true, Ordering::Release);
-        let mut wakers = mem::take(&mut waiters.wakers);
+        let mut woken = waiters.wakers.take_all();
         drop(waiters);
-        for waker in wakers.drain() {
+        for ((), waker) in woken.drain() {
             // A waker is executor code: one that panics must not keep the others asleep.
             crate::complain::quietly(|| waker.wake());
         }
         // Hand the emptied storage back (nothing registers once fired), so freeing it is
         // not on the stop path: with 100,000 waiters that free made the allocator trim the
         // heap while the woken tasks ran.
-        lock(&self.waiters).wakers = wakers;
+        if let Some(emptied) = woken.emptied() {
+            lock(&self.waiters).wakers.recycle(emptied);
+        }
         true
     }
 
@@ -118,7 +121,7 @@ impl Broadcast {
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
+    use std::task::{Wake, Waker};
 
     use super::*;
 

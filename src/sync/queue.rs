@@ -1,8 +1,11 @@
 //! The queue of services waiting for a driver: pushed by `Lifecycle::service`, taken whole
 //! by whichever `Wait` polls next.
 //!
-//! Services are added rarely, so this is a plain lock around a `Vec` and the wakers of the
-//! drivers; its one job on the hot-ish path (the end of the lifecycle) is to close cheaply.
+//! Services are added rarely, so this is a plain lock around a `Vec` and a [`WakerSet`] of
+//! the drivers' wakers; its one job on the hot-ish path (the end of the lifecycle) is to
+//! close cheaply. A push takes every driver out of the set (they re-register on their next
+//! `take`), so a driver's key goes stale at each push and at the close; the set's keys are
+//! generation-checked, so a stale key names no registration.
 //!
 //! # Invariants
 //!
@@ -11,26 +14,24 @@
 //!
 //! # Deadlock safety
 //!
-//! Wakers are woken, and items returned by `close` dropped, after the lock is released.
+//! Wakers are woken, and dropped (a replaced or cancelled one included), and items returned
+//! by `close` dropped, after the lock is released.
 
 use std::mem;
-use std::task::{Context, Waker};
+use std::task::Context;
 
-use slab::Slab;
-
+use super::{WakerSet, wakers};
 use crate::loom::{Mutex, lock};
 
 #[derive(Debug)]
 struct Inner<T> {
     items: Vec<T>,
     closed: bool,
-    drivers: Slab<Waker>,
-    /// Bumped whenever `drivers` is emptied, so a key from before names no slot.
-    generation: u64,
+    drivers: WakerSet,
 }
 
-/// A driver's registration: the generation of `drivers` it was made in, and its slot.
-pub(crate) type Key = Option<(u64, usize)>;
+/// A driver's registration in the queue, `None` while not registered.
+pub(crate) type Key = Option<wakers::Key>;
 
 #[derive(Debug)]
 pub(crate) struct Queue<T> {
@@ -44,8 +45,7 @@ impl<T> Queue<T> {
             inner: Mutex::new(Inner {
                 items: Vec::new(),
                 closed: false,
-                drivers: Slab::new(),
-                generation: 0,
+                drivers: WakerSet::new(),
             }),
         }
     }
@@ -57,11 +57,15 @@ impl<T> Queue<T> {
             return Err(item);
         }
         inner.items.push(item);
-        let drivers = mem::take(&mut inner.drivers);
-        inner.generation += 1;
+        let mut drivers = inner.drivers.take_all();
         drop(inner);
-        for (_, waker) in drivers {
-            waker.wake();
+        for ((), waker) in drivers.drain() {
+            // A waker is executor code: one that panics must not keep the others asleep.
+            crate::complain::quietly(|| waker.wake());
+        }
+        // Only if a driver was taken: the set's storage, for the drivers' next registrations.
+        if let Some(emptied) = drivers.emptied() {
+            lock(&self.inner).drivers.recycle(emptied);
         }
         Ok(())
     }
@@ -70,33 +74,24 @@ impl<T> Queue<T> {
     /// for the next push.
     pub(crate) fn take(&self, key: &mut Key, cx: &mut Context<'_>) -> Vec<T> {
         let mut inner = lock(&self.inner);
-        if !inner.closed {
-            let generation = inner.generation;
-            match *key {
-                Some((g, slot)) if g == generation => {
-                    let registered = &mut inner.drivers[slot];
-                    if !registered.will_wake(cx.waker()) {
-                        *registered = cx.waker().clone();
-                    }
-                }
-                _ => {
-                    let slot = inner.drivers.insert(cx.waker().clone());
-                    *key = Some((generation, slot));
-                }
-            }
-        }
-        mem::take(&mut inner.items)
+        let replaced = if inner.closed {
+            None
+        } else {
+            inner.drivers.register(key, (), cx.waker())
+        };
+        let items = mem::take(&mut inner.items);
+        drop(inner);
+        drop(replaced);
+        items
     }
 
     /// Removes the waker registered under `key`, if it is still registered.
     pub(crate) fn cancel(&self, key: &mut Key) {
-        if let Some((g, slot)) = key.take() {
+        if key.is_some() {
             let mut inner = lock(&self.inner);
-            if g == inner.generation && !inner.closed {
-                let old = inner.drivers.try_remove(slot);
-                drop(inner);
-                drop(old);
-            }
+            let old = inner.drivers.cancel(key);
+            drop(inner);
+            drop(old);
         }
     }
 
@@ -104,11 +99,102 @@ impl<T> Queue<T> {
     pub(crate) fn close(&self) -> Vec<T> {
         let mut inner = lock(&self.inner);
         inner.closed = true;
-        let drivers = mem::take(&mut inner.drivers);
-        inner.generation += 1;
+        let drivers = inner.drivers.take_all();
         let items = mem::take(&mut inner.items);
         drop(inner);
         drop(drivers);
         items
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    use super::*;
+
+    struct Count(AtomicUsize, bool);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            assert!(!self.1, "a waker that panics");
+        }
+    }
+
+    fn counting(panics: bool) -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0), panics));
+        (count.clone(), Waker::from(count))
+    }
+
+    fn wakes(count: &Count) -> usize {
+        count.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_push_wakes_every_driver_once_even_past_a_panicking_waker() {
+        let queue = Queue::new();
+        let (panicky, panicky_waker) = counting(true);
+        let (count, waker) = counting(false);
+        let (mut first, mut second) = (None, None);
+        assert!(
+            queue
+                .take(&mut first, &mut Context::from_waker(&panicky_waker))
+                .is_empty()
+        );
+        assert!(
+            queue
+                .take(&mut second, &mut Context::from_waker(&waker))
+                .is_empty()
+        );
+        // Re-taking refreshes in place.
+        assert!(
+            queue
+                .take(&mut second, &mut Context::from_waker(&waker))
+                .is_empty()
+        );
+        queue.push(1).unwrap();
+        assert_eq!((wakes(&panicky), wakes(&count)), (1, 1));
+        // Both keys are stale now: a second push wakes nobody.
+        queue.push(2).unwrap();
+        assert_eq!((wakes(&panicky), wakes(&count)), (1, 1));
+        assert_eq!(
+            queue.take(&mut second, &mut Context::from_waker(&waker)),
+            [1, 2]
+        );
+        queue.cancel(&mut first); // stale: a no-op
+        queue.push(3).unwrap();
+        assert_eq!((wakes(&panicky), wakes(&count)), (1, 2));
+    }
+
+    #[test]
+    fn a_cancelled_driver_is_not_woken_and_close_refuses() {
+        let queue = Queue::new();
+        let (count, waker) = counting(false);
+        let mut key = None;
+        assert!(
+            queue
+                .take(&mut key, &mut Context::from_waker(&waker))
+                .is_empty()
+        );
+        queue.cancel(&mut key);
+        assert_eq!(key, None);
+        queue.push(1).unwrap();
+        assert_eq!(wakes(&count), 0);
+        assert!(queue.take(&mut key, &mut Context::from_waker(&waker)) == [1]);
+        assert_eq!(queue.close(), Vec::<i32>::new());
+        assert_eq!(
+            wakes(&count),
+            0,
+            "closing drops the drivers' wakers unwoken"
+        );
+        assert_eq!(queue.push(2), Err(2));
+        assert!(
+            queue
+                .take(&mut key, &mut Context::from_waker(&waker))
+                .is_empty()
+        );
+        queue.cancel(&mut key);
     }
 }
