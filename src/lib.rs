@@ -117,6 +117,7 @@
 //!   step or a report.
 
 #![deny(unsafe_code)] // `signal`: one module (src/signal/os.rs) calls `sigaction`; see its docs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -125,6 +126,7 @@
 )]
 
 #[cfg(feature = "async-io")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-io")))]
 pub mod async_io;
 pub mod clock;
 mod complain;
@@ -137,9 +139,11 @@ mod session;
 mod shared;
 mod snapshot;
 #[cfg(all(feature = "signal", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "signal", unix))))]
 pub mod signal;
 mod sync;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};

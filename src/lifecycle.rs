@@ -261,7 +261,7 @@ impl Lifecycle {
     /// A future that resolves once the lifecycle has ended (`Terminated` or `Abandoned`),
     /// without driving anything: for threads and tasks that must act at the end (the signal
     /// handler restores the signals' dispositions then).
-    #[allow(dead_code)]
+    #[cfg_attr(not(all(feature = "signal", unix)), allow(dead_code))]
     pub(crate) fn ended(&self) -> Ended {
         Ended {
             shared: self.shared().clone(),

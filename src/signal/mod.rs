@@ -363,6 +363,7 @@ impl fmt::Debug for SignalHandler {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(all(feature = "signal", unix))))]
 impl Lifecycle {
     /// Runs until SIGINT or SIGTERM, drains, and returns the [`Report`]: the one call for
     /// `main`.
