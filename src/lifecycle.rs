@@ -171,15 +171,16 @@ impl Lifecycle {
         F::Output: Into<StopCause>,
     {
         use futures_util::FutureExt;
-        let fut = std::panic::AssertUnwindSafe(trigger)
-            .catch_unwind()
-            .map(|outcome| match outcome {
-                Ok(cause) => cause.into(),
-                Err(payload) => StopCause::Requested(Cow::Owned(format!(
-                    "stop trigger panicked: {}",
-                    panic_text(&*payload)
-                ))),
-            });
+        let fut =
+            std::panic::AssertUnwindSafe(trigger)
+                .catch_unwind()
+                .map(|outcome| match outcome {
+                    Ok(cause) => cause.into(),
+                    Err(payload) => StopCause::Requested(Cow::Owned(format!(
+                        "stop trigger panicked: {}",
+                        panic_text(&*payload)
+                    ))),
+                });
         let shared = self.shared();
         shared.run(Task::Trigger(Trigger::new(shared.clone(), Box::pin(fut))));
     }

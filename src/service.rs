@@ -183,7 +183,12 @@ impl Future for Trigger {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        if this.shared.stop.poll_wait(&mut this.stop_key, cx).is_ready() {
+        if this
+            .shared
+            .stop
+            .poll_wait(&mut this.stop_key, cx)
+            .is_ready()
+        {
             return Poll::Ready(());
         }
         let cause = std::task::ready!(this.fut.as_mut().poll(cx));

@@ -67,15 +67,14 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use slab::Slab;
 
+use crate::Refused;
 use crate::complain;
 use crate::loom::{AtomicU64, Mutex, Ordering, fence, lock};
 use crate::machine::{NamedSession, PANICKED_KEPT, PanickedSession, SessionCensus};
 use crate::service::{StopSignal, panic_text};
 use crate::shared::Shared;
-use crate::Refused;
 
 // ---- The gate ----
-
 
 const CLOSED: u64 = 1;
 const LIVE_ONE: u64 = 1 << 1;
@@ -193,7 +192,6 @@ impl Gate {
     }
 }
 
-
 /// A live named session.
 #[derive(Debug)]
 struct Entry {
@@ -272,7 +270,9 @@ impl Sessions {
         if let Some(message) = panic {
             registry.panicked_count += 1;
             if registry.panicked.len() < PANICKED_KEPT {
-                registry.panicked.push(PanickedSession::new(name.clone(), message));
+                registry
+                    .panicked
+                    .push(PanickedSession::new(name.clone(), message));
             }
         }
         // Under the registry lock, so a census sees the name and the count agree.
@@ -324,7 +324,9 @@ impl Sessions {
             oldest: named
                 .into_iter()
                 .take(oldest)
-                .map(|(s, began)| NamedSession::new(s.name.clone(), now.saturating_duration_since(began)))
+                .map(|(s, began)| {
+                    NamedSession::new(s.name.clone(), now.saturating_duration_since(began))
+                })
                 .collect(),
         }
     }
@@ -453,14 +455,16 @@ impl Session {
     /// ```
     pub fn run<F: Future>(self, work: F) -> impl Future<Output = Result<F::Output, SessionPanic>> {
         let mut session = self;
-        AssertUnwindSafe(work).catch_unwind().map(move |outcome| match outcome {
-            Ok(output) => Ok(output),
-            Err(payload) => {
-                let message = panic_text(&*payload);
-                session.end_slow(Some(Some(message.clone())));
-                Err(SessionPanic { message, payload })
-            }
-        })
+        AssertUnwindSafe(work)
+            .catch_unwind()
+            .map(move |outcome| match outcome {
+                Ok(output) => Ok(output),
+                Err(payload) => {
+                    let message = panic_text(&*payload);
+                    session.end_slow(Some(Some(message.clone())));
+                    Err(SessionPanic { message, payload })
+                }
+            })
     }
 
     /// Ends the session the slow way: named, or ended by a panic. Out of line, so the

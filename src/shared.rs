@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use futures_util::future::AbortHandle;
 
+use crate::ServiceError;
 use crate::clock::Clock;
 use crate::complain::{self, quietly};
 use crate::loom::{AtomicBool, Mutex, Ordering, lock};
@@ -31,7 +32,6 @@ use crate::service::Task;
 use crate::session::Sessions;
 use crate::snapshot::{ServiceSnapshot, Snapshot};
 use crate::sync::{Broadcast, Queue};
-use crate::ServiceError;
 
 /// Hands a service's future to an executor.
 pub(crate) type Spawner =
@@ -147,8 +147,10 @@ impl Shared {
 
     /// Forwards the first poll of the first `Wait` (the machine asks "anything to run?" once).
     pub(crate) fn wait_started(&self) {
-        // Relaxed: only this flag's own value matters, and `swap` is atomic on it.
-        if !self.wait_seen.swap(true, Ordering::Relaxed) {
+        // Relaxed: only this flag's own value matters, and `swap` is atomic on it. The load
+        // first keeps every later poll free of a read-modify-write.
+        if !self.wait_seen.load(Ordering::Relaxed) && !self.wait_seen.swap(true, Ordering::Relaxed)
+        {
             self.apply(Machine::handle_wait_started);
         }
     }

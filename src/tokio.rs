@@ -104,7 +104,11 @@ pub trait BuilderExt: sealed::Sealed {
 
 impl BuilderExt for Builder {
     fn tokio(self) -> Builder {
-        self.runtime("tokio", std::sync::Arc::new(TokioClock), Some(std::sync::Arc::new(spawner())))
+        self.runtime(
+            "tokio",
+            std::sync::Arc::new(TokioClock),
+            Some(std::sync::Arc::new(spawner())),
+        )
     }
 }
 

@@ -176,7 +176,9 @@ fn check_zero_grace(report: &Report) {
 
 #[test]
 fn zero_grace_is_the_same_on_futures_executor() {
-    check_zero_grace(&futures::executor::block_on(zero_grace(Lifecycle::builder())));
+    check_zero_grace(&futures::executor::block_on(zero_grace(
+        Lifecycle::builder(),
+    )));
 }
 
 #[test]

@@ -103,7 +103,10 @@ fn a_panicking_subscriber_does_not_break_force_or_wait() {
         let forced = catch_unwind(AssertUnwindSafe(|| lc.force()));
         assert!(forced.is_ok(), "force() must not panic");
         assert_eq!(lc.state(), State::Abandoned);
-        assert!(dropped.load(Ordering::SeqCst), "the second queued service was dropped");
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the second queued service was dropped"
+        );
 
         let report = block_on(lc.wait());
         assert_eq!(report.state(), State::Abandoned);
@@ -158,7 +161,10 @@ fn a_queued_service_holding_a_weak_handle_is_dropped_with_the_last_handle() {
     .unwrap();
     // An early `?` in main: no wait() was ever polled.
     drop(lc);
-    assert!(dropped.load(Ordering::SeqCst), "the service (and its listener) was dropped");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the service (and its listener) was dropped"
+    );
     assert_eq!(watch.cause(), Some(&StopCause::HandlesDropped));
 }
 
@@ -172,7 +178,11 @@ fn refusals_after_the_end_are_counted_by_the_live_view_not_the_final_report() {
     assert_eq!(lc.session("late").unwrap_err(), Refused::Ended);
     assert_eq!(lc.unnamed_session().unwrap_err(), Refused::Ended);
     let report = block_on(lc.wait());
-    assert_eq!(report.sessions().refused(), 0, "the report is final at the end");
+    assert_eq!(
+        report.sessions().refused(),
+        0,
+        "the report is final at the end"
+    );
     assert_eq!(lc.snapshot().refused_sessions(), 2);
 }
 
@@ -235,7 +245,10 @@ fn the_snapshot_shows_state_cause_sessions_and_services() {
             service: "quitter".into()
         })
     );
-    assert_eq!(snap.services()[1].outcome(), Some(&ServiceOutcome::EndedEarly));
+    assert_eq!(
+        snap.services()[1].outcome(),
+        Some(&ServiceOutcome::EndedEarly)
+    );
     assert_eq!(snap.services()[0].outcome(), Some(&ServiceOutcome::Stopped));
     assert!(snap.to_string().contains("old (5.000s)"), "{snap}");
     drop((old, young, unnamed));
@@ -265,8 +278,14 @@ fn a_session_guard_dropped_while_unwinding_counts_as_panicked() {
     let s = report.sessions();
     assert_eq!((s.admitted(), s.completed(), s.panicked()), (3, 1, 2));
     let names: Vec<Option<&str>> = s.panicked_sessions().iter().map(|p| p.name()).collect();
-    assert!(names.contains(&Some("GET /boom")) && names.contains(&None), "{names:?}");
-    assert!(report.to_string().contains("PANICKED GET /boom"), "{report}");
+    assert!(
+        names.contains(&Some("GET /boom")) && names.contains(&None),
+        "{names:?}"
+    );
+    assert!(
+        report.to_string().contains("PANICKED GET /boom"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -352,7 +371,10 @@ fn a_stop_trigger_is_dropped_when_the_lifecycle_stops_otherwise() {
         // The stop woke the spawned trigger; on a current-thread runtime it runs (sees the
         // stop, ends, is dropped) before this task is polled again.
         tokio::task::yield_now().await;
-        assert!(dropped.load(Ordering::SeqCst), "dropped before the runtime is");
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "dropped before the runtime is"
+        );
     });
 }
 
@@ -440,7 +462,10 @@ fn two_runtimes_on_one_builder_are_rejected_by_name() {
     let result = catch_unwind(|| Lifecycle::builder().tokio().async_io());
     let payload = result.unwrap_err();
     let message = payload.downcast_ref::<String>().unwrap();
-    assert!(message.contains("`.async_io()` after `.tokio()`"), "{message}");
+    assert!(
+        message.contains("`.async_io()` after `.tokio()`"),
+        "{message}"
+    );
 }
 
 // ---- Services ----
@@ -478,7 +503,10 @@ fn a_refused_service_closure_is_never_called() {
         })
         .unwrap_err();
     assert_eq!(err, ServiceError::Refused(Refused::Draining));
-    assert!(!called.load(Ordering::SeqCst), "its side effects must not happen");
+    assert!(
+        !called.load(Ordering::SeqCst),
+        "its side effects must not happen"
+    );
 }
 
 #[test]

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use async_lifecycle::{
-    FailurePolicy, Lifecycle, ManualClock, Refused, Report, ServiceError, ServiceOutcome, State, StopCause,
+    FailurePolicy, Lifecycle, ManualClock, Refused, Report, ServiceError, ServiceOutcome, State,
+    StopCause,
 };
 use futures::executor::LocalPool;
 use futures::future::{self, RemoteHandle};
@@ -236,7 +237,11 @@ fn zero_grace_abandons_at_the_stop_whatever_is_still_running() {
     let wait = h.wait();
     h.lc.stop("now");
     let report = h.report(wait);
-    assert_eq!(report.state(), State::Terminated, "nothing was left running");
+    assert_eq!(
+        report.state(),
+        State::Terminated,
+        "nothing was left running"
+    );
     assert_eq!(report.sessions().completed(), 1);
 }
 

@@ -296,7 +296,10 @@ impl SessionCensus {
 
     fn into_report(mut self, abandon: bool) -> SessionReport {
         if !abandon {
-            debug_assert!(self.is_empty(), "only an abandoning census has live sessions");
+            debug_assert!(
+                self.is_empty(),
+                "only an abandoning census has live sessions"
+            );
         }
         self.live.sort_by_key(|s| std::cmp::Reverse(s.age()));
         SessionReport::new(

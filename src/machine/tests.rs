@@ -68,7 +68,11 @@ fn the_first_stop_cause_is_kept() {
         vec![Action::Drain, Action::Census],
         "one drain only"
     );
-    assert_eq!(m.poll_timeout(), Some(t0 + GRACE), "the deadline did not move");
+    assert_eq!(
+        m.poll_timeout(),
+        Some(t0 + GRACE),
+        "the deadline did not move"
+    );
 }
 
 #[test]
@@ -342,7 +346,11 @@ fn exits_after_the_end_and_double_exits_are_ignored() {
     m.stop(t0, "deploy".into());
     m.service_exited(t0, a, Exit::Ok);
     m.service_exited(t0, a, Exit::Dropped);
-    assert_eq!(m.running_services(), 1, "a second exit is not counted twice");
+    assert_eq!(
+        m.running_services(),
+        1,
+        "a second exit is not counted twice"
+    );
 }
 
 #[test]
@@ -351,7 +359,11 @@ fn the_first_wait_stops_a_lifecycle_with_nothing_to_run_once() {
     m.handle_wait_started(t0);
     assert_eq!(m.poll(), Some(Action::Census));
     m.handle_census(t0, one_live("early", secs(0)));
-    assert_eq!(m.state(), State::Running, "a live session is something to run");
+    assert_eq!(
+        m.state(),
+        State::Running,
+        "a live session is something to run"
+    );
     m.handle_wait_started(t0);
     assert_eq!(m.poll(), None, "asked once per machine");
 
@@ -404,7 +416,10 @@ fn the_report_counts_sessions_and_orders_stragglers_oldest_first() {
     let text = report.to_string();
     assert!(text.contains("ABANDONED old  (age 60.000s)"), "{text}");
     assert!(text.contains("ABANDONED 1 unnamed session(s)"), "{text}");
-    assert!(text.contains("PANICKED GET /boom: index out of bounds"), "{text}");
+    assert!(
+        text.contains("PANICKED GET /boom: index out of bounds"),
+        "{text}"
+    );
     assert!(text.contains("PANICKED 1 more session(s)"), "{text}");
     assert!(text.contains("stop cause: requested: deploy"), "{text}");
     assert!(text.ends_with("exit code: 2"), "{text}");

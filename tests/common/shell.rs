@@ -180,28 +180,29 @@ impl Shell {
         let name = op::service_name(self.service_attempts);
         self.service_attempts += 1;
         let (tx, mut rx) = oneshot::channel::<How>();
-        self.lc.service(name, move |mut stop| async move {
-            // The command first, then (for a service that honours it) the stop signal.
-            let command = futures::future::poll_fn(|cx| {
-                if let Poll::Ready(command) = Pin::new(&mut rx).poll(cx) {
-                    return Poll::Ready(command.ok());
+        self.lc
+            .service(name, move |mut stop| async move {
+                // The command first, then (for a service that honours it) the stop signal.
+                let command = futures::future::poll_fn(|cx| {
+                    if let Poll::Ready(command) = Pin::new(&mut rx).poll(cx) {
+                        return Poll::Ready(command.ok());
+                    }
+                    if honours_stop && Pin::new(&mut stop).poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                match command {
+                    None | Some(How::Ok) => Ok(()),
+                    Some(How::Err) => Err(op::FAILURE),
+                    Some(How::Panic) => std::panic::panic_any(op::PANIC),
                 }
-                if honours_stop && Pin::new(&mut stop).poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                Poll::Pending
             })
-            .await;
-            match command {
-                None | Some(How::Ok) => Ok(()),
-                Some(How::Err) => Err(op::FAILURE),
-                Some(How::Panic) => std::panic::panic_any(op::PANIC),
-            }
-        })
-        .map_err(|e| match e {
-            ServiceError::Refused(refused) => refused,
-            other => panic!("services are named uniquely, yet: {other}"),
-        })?;
+            .map_err(|e| match e {
+                ServiceError::Refused(refused) => refused,
+                other => panic!("services are named uniquely, yet: {other}"),
+            })?;
         self.commands.push(Some(tx));
         Ok(())
     }
