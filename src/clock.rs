@@ -52,6 +52,11 @@ pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 /// timer, so the crate runs on any executor and tests can swap in a [`ManualClock`] to drive
 /// every deadline deterministically. The trait is object safe and is meant to be shared as
 /// `Arc<dyn Clock>`.
+///
+/// The contract an implementation keeps: `now` never panics and never goes backwards (it is
+/// read on the session and service paths, where a panic would lose an end), and a sleep
+/// completes only once `now() >= deadline` (one that completes early makes `wait()` poll
+/// again at once until `now` catches up).
 pub trait Clock: fmt::Debug + Send + Sync + 'static {
     /// The current instant.
     fn now(&self) -> Instant;

@@ -144,7 +144,9 @@ impl Lifecycle {
     /// Stops the lifecycle when `trigger` resolves, with its output as the cause: for a
     /// server whose API is `run(listener, shutdown: impl Future)`, a `ctrl_c()` future, a
     /// message on a channel. The trigger is run by the spawner, or by [`wait`](Lifecycle::wait);
-    /// it is dropped unfinished once the lifecycle stops for another reason. It holds no
+    /// it is dropped unfinished once the lifecycle stops for another reason. It counts as
+    /// something to run: the first `wait()` does not stop a lifecycle that has a trigger
+    /// with [`StopCause::NothingToRun`]. It holds no
     /// `Lifecycle` handle, so it keeps nothing alive. A trigger that panics stops the
     /// lifecycle too, with a cause that carries the panic's message.
     ///
@@ -182,6 +184,8 @@ impl Lifecycle {
                     ))),
                 });
         let shared = self.shared();
+        // Something to wait for: the first `wait()` does not stop a lifecycle that has one.
+        shared.apply(|m, _now| m.handle_stop_trigger());
         shared.run(Task::Trigger(Trigger::new(shared.clone(), Box::pin(fut))));
     }
 
@@ -283,8 +287,9 @@ impl Lifecycle {
     /// once. A lifecycle that has nothing to run when a `Wait` is first polled — no service
     /// was ever added and no session is live — is stopped by it with
     /// [`StopCause::NothingToRun`] rather than waited on forever. That is decided once per
-    /// lifecycle, at the first poll of its first `Wait`, never later: whether it stops must
-    /// not depend on when an executor happens to poll. Any number of `Wait`s may run at
+    /// lifecycle, at the first poll of its first `Wait`, never later (a stop trigger from
+    /// [`stop_on`](Lifecycle::stop_on) counts as something to run). Add services before a
+    /// `Wait` can be polled: a `Wait` spawned on another thread first may see nothing yet. Any number of `Wait`s may run at
     /// once; each service is driven by one of them, and dropping a `Wait` drops (and reports)
     /// the services it was driving.
     pub fn wait(&self) -> Wait {
@@ -396,6 +401,21 @@ impl WeakLifecycle {
     pub fn stop_signal(&self) -> StopSignal {
         StopSignal::new(self.shared.clone())
     }
+
+    /// The current state; see [`Lifecycle::state`].
+    pub fn state(&self) -> State {
+        self.shared.state()
+    }
+
+    /// The first stop cause; see [`Lifecycle::cause`].
+    pub fn cause(&self) -> Option<&StopCause> {
+        self.shared.cause()
+    }
+
+    /// The live view, for a health endpoint inside a service; see [`Lifecycle::snapshot`].
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot(Snapshot::OLDEST)
+    }
 }
 
 impl fmt::Debug for WeakLifecycle {
@@ -497,6 +517,10 @@ impl Builder {
     /// Runs each service's future through `spawn` (for example `|f| { tokio::spawn(f); }`)
     /// instead of inside [`Lifecycle::wait`], so services use the executor's threads. It
     /// wins over a runtime's spawner, in whatever order the two are called.
+    ///
+    /// `spawn` must not panic: if it does, the panic reaches the caller of
+    /// [`Lifecycle::service`] (or [`Lifecycle::stop_on`]), and the service, never run, is
+    /// recorded as dropped — which, under [`FailurePolicy::StopAll`], stops the lifecycle.
     pub fn spawner(
         mut self,
         spawn: impl Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync + 'static,
@@ -535,7 +559,11 @@ impl fmt::Debug for Builder {
         f.debug_struct("Builder")
             .field("grace", &self.grace)
             .field("clock", &self.clock)
-            .field("spawner", &self.spawner.is_some())
+            .field(
+                "spawner",
+                &(self.spawner.is_some()
+                    || self.runtime.as_ref().is_some_and(|(_, _, s)| s.is_some())),
+            )
             .field("runtime", &self.runtime.as_ref().map(|(name, ..)| *name))
             .field("policy", &self.policy)
             .finish()

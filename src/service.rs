@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use futures_util::FutureExt;
 use futures_util::future::{Abortable, CatchUnwind};
 
+use crate::complain::quietly;
 use crate::machine::{Exit, ServiceId, StopCause};
 use crate::shared::Shared;
 
@@ -74,7 +75,9 @@ type Body = Pin<Box<dyn Future<Output = Exit> + Send>>;
 pub(crate) struct ServiceTask {
     shared: Arc<Shared>,
     id: Option<ServiceId>,
-    body: Abortable<CatchUnwind<AssertUnwindSafe<Body>>>,
+    /// `None` once it completed: dropped at once (under `catch_unwind`), so what it owns is
+    /// released when it ends, whoever holds the task.
+    body: Option<Abortable<CatchUnwind<AssertUnwindSafe<Body>>>>,
 }
 
 impl ServiceTask {
@@ -88,7 +91,19 @@ impl ServiceTask {
         ServiceTask {
             shared,
             id: Some(id),
-            body: Abortable::new(AssertUnwindSafe(body).catch_unwind(), registration),
+            body: Some(Abortable::new(
+                AssertUnwindSafe(body).catch_unwind(),
+                registration,
+            )),
+        }
+    }
+
+    /// Drops the service's future, swallowing a panic from its drop: a future that panics
+    /// when dropped (by a `Wait`, an executor, the end of the lifecycle) must not take the
+    /// report or the other services with it. The panic hook has reported it.
+    fn drop_body(&mut self) {
+        if let Some(body) = self.body.take() {
+            quietly(|| drop(body));
         }
     }
 
@@ -111,7 +126,10 @@ impl Future for ServiceTask {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let exit = match self.body.poll_unpin(cx) {
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(());
+        };
+        let exit = match body.poll_unpin(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(Ok(exit))) => exit,
             Poll::Ready(Ok(Err(payload))) => Exit::Panic(panic_text(&*payload)),
@@ -119,6 +137,7 @@ impl Future for ServiceTask {
             Poll::Ready(Err(_aborted)) => Exit::Dropped,
         };
         self.finish(exit);
+        self.drop_body();
         Poll::Ready(())
     }
 }
@@ -126,6 +145,7 @@ impl Future for ServiceTask {
 impl Drop for ServiceTask {
     fn drop(&mut self) {
         self.finish(Exit::Dropped);
+        self.drop_body();
     }
 }
 
@@ -162,7 +182,8 @@ impl fmt::Debug for Task {
 pub(crate) struct Trigger {
     shared: Arc<Shared>,
     stop_key: Option<usize>,
-    fut: Pin<Box<dyn Future<Output = StopCause> + Send>>,
+    /// Dropped under `catch_unwind` (see `ServiceTask::drop_body`).
+    fut: Option<Pin<Box<dyn Future<Output = StopCause> + Send>>>,
 }
 
 impl Trigger {
@@ -173,7 +194,7 @@ impl Trigger {
         Trigger {
             shared,
             stop_key: None,
-            fut,
+            fut: Some(fut),
         }
     }
 }
@@ -183,15 +204,22 @@ impl Future for Trigger {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        let Some(fut) = this.fut.as_mut() else {
+            return Poll::Ready(());
+        };
         if this
             .shared
             .stop
             .poll_wait(&mut this.stop_key, cx)
             .is_ready()
         {
+            let fut = this.fut.take();
+            quietly(|| drop(fut));
             return Poll::Ready(());
         }
-        let cause = std::task::ready!(this.fut.as_mut().poll(cx));
+        let cause = std::task::ready!(fut.as_mut().poll(cx));
+        let fut = this.fut.take();
+        quietly(|| drop(fut));
         this.shared.apply(|m, now| m.stop(now, cause));
         Poll::Ready(())
     }
@@ -200,6 +228,8 @@ impl Future for Trigger {
 impl Drop for Trigger {
     fn drop(&mut self) {
         self.shared.stop.cancel(&mut self.stop_key);
+        let fut = self.fut.take();
+        quietly(|| drop(fut));
     }
 }
 

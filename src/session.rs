@@ -55,6 +55,8 @@
 //! executor that catches a task's panic and drops the future afterwards (tokio does) drops
 //! the guard normally: only [`Session::run`], which catches the panic inside the session,
 //! sees those. The check is one relaxed load of the process's panic count on the drop path.
+//! It looks at the thread, not the session: a session begun *and* ended inside a `Drop` that
+//! runs while the thread unwinds from an unrelated panic is counted as panicked too.
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -164,12 +166,20 @@ impl Gate {
     }
 
     /// Sessions admitted so far (refusals excluded).
+    #[cfg(all(test, not(loom)))]
     fn admitted(&self) -> u64 {
-        // Acquire on the word: pairs with the admissions it counts. Relaxed on `wraps`: a
-        // statistic, read once admission is closed and stable.
-        let field = self.word.load(Ordering::Acquire) >> ADMIT_SHIFT;
+        self.live_and_admitted().1
+    }
+
+    /// Sessions live and admitted, read from one load of the word, so the two agree (a
+    /// snapshot never shows a session admitted but neither live nor ended).
+    fn live_and_admitted(&self) -> (u64, u64) {
+        // Acquire on the word: pairs with the exits' Release (see `exit`). Relaxed on
+        // `wraps`: a statistic, bumped by the admission that wrapped the field.
+        let word = self.word.load(Ordering::Acquire);
         let wraps = self.wraps.load(Ordering::Relaxed);
-        wraps * (ADMIT_FIELD_MAX + 1) + field
+        let live = (word & LIVE_MASK) >> 1;
+        (live, wraps * (ADMIT_FIELD_MAX + 1) + (word >> ADMIT_SHIFT))
     }
 
     /// Attempts refused because admission was closed.
@@ -294,14 +304,14 @@ impl Sessions {
     /// order).
     pub(crate) fn census(&self, now: Instant) -> SessionCensus {
         let registry = lock(&self.registry);
-        let live = self.gate.live();
+        let (live, admitted) = self.gate.live_and_admitted();
         let named: Vec<NamedSession> = registry
             .named
             .iter()
             .map(|(_, s)| NamedSession::new(s.name.clone(), now.saturating_duration_since(s.began)))
             .collect();
         SessionCensus {
-            admitted: self.gate.admitted(),
+            admitted,
             refused: self.gate.refused(),
             live_unnamed: live.saturating_sub(named.len() as u64),
             live: named,
@@ -310,23 +320,28 @@ impl Sessions {
         }
     }
 
-    /// The counts now and the `oldest` oldest named sessions, for a snapshot.
+    /// The counts now and the `oldest` oldest named sessions, for a snapshot. One pass over
+    /// the live named sessions under the registry lock, keeping the `oldest` oldest in a
+    /// small sorted buffer: O(n) with no allocation proportional to n.
     pub(crate) fn counts(&self, now: Instant, oldest: usize) -> Counts {
         let registry = lock(&self.registry);
-        let mut named: Vec<(&Entry, Instant)> =
-            registry.named.iter().map(|(_, s)| (s, s.began)).collect();
-        named.sort_by_key(|(_, began)| *began);
+        let mut kept: Vec<&Entry> = Vec::with_capacity(oldest + 1);
+        for (_, entry) in registry.named.iter() {
+            if kept.len() < oldest || kept.last().is_some_and(|last| entry.began < last.began) {
+                let at = kept.partition_point(|k| k.began <= entry.began);
+                kept.insert(at, entry);
+                kept.truncate(oldest);
+            }
+        }
+        let (live, admitted) = self.gate.live_and_admitted();
         Counts {
-            live: self.gate.live(),
-            admitted: self.gate.admitted(),
+            live,
+            admitted,
             refused: self.gate.refused(),
             panicked: registry.panicked_count,
-            oldest: named
+            oldest: kept
                 .into_iter()
-                .take(oldest)
-                .map(|(s, began)| {
-                    NamedSession::new(s.name.clone(), now.saturating_duration_since(began))
-                })
+                .map(|s| NamedSession::new(s.name.clone(), now.saturating_duration_since(s.began)))
                 .collect(),
         }
     }
@@ -342,8 +357,9 @@ impl Sessions {
 /// Turns a closed gate into the refusal the caller sees. Cold: only while stopping.
 #[cold]
 pub(crate) fn refuse(shared: &Shared) -> Refused {
-    // The `finished` broadcast's own Acquire load: the gate's word publishes nothing.
-    if shared.finished.is_fired() {
+    // The machine's state, under its lock (the gate's word publishes nothing): from the
+    // moment the machine ended, every refusal says so, as `service()` does.
+    if shared.state().is_terminal() {
         Refused::Ended
     } else {
         Refused::Draining

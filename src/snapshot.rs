@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::machine::{NamedSession, ServiceOutcome, State, StopCause};
+use crate::machine::{NamedSession, ServiceOutcome, State, StopCause, shown};
 use crate::session::Counts;
 
 /// What a lifecycle is doing now: its state and cause, the sessions so far, the oldest live
@@ -136,12 +136,17 @@ impl fmt::Display for Snapshot {
             self.panicked
         )?;
         for s in &self.oldest {
-            write!(f, "; {} ({:.3?})", s.name(), s.age())?;
+            write!(f, "; {} ({:.3?})", shown(s.name()), s.age())?;
         }
         for s in &self.services {
             match &s.outcome {
-                None => write!(f, "; service {} running for {:.3?}", s.name, s.uptime)?,
-                Some(outcome) => write!(f, "; service {} {outcome}", s.name)?,
+                None => write!(
+                    f,
+                    "; service {} running for {:.3?}",
+                    shown(&s.name),
+                    s.uptime
+                )?,
+                Some(outcome) => write!(f, "; service {} {outcome}", shown(&s.name))?,
             }
         }
         Ok(())

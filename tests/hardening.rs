@@ -2,6 +2,7 @@
 //! as a user would meet it. Time is a `ManualClock`; executors are `LocalPool` and
 //! `block_on`; nothing sleeps.
 
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -527,4 +528,139 @@ fn a_service_closure_that_panics_is_recorded_and_the_panic_continues() {
         report.service("setup").unwrap().outcome(),
         &ServiceOutcome::Panicked("planned setup failure".into())
     );
+}
+
+// ---- Found by the hostile review ----
+
+#[test]
+fn a_service_future_that_panics_when_dropped_by_wait_does_not_lose_the_report() {
+    quiet();
+    let clock = ManualClock::new();
+    let lc = Lifecycle::builder()
+        .grace(Duration::from_secs(1))
+        .clock(clock.clone())
+        .build();
+    lc.service("bomb", |_stop| async {
+        let _bomb = PanicOnDrop;
+        std::future::pending::<()>().await;
+    })
+    .unwrap();
+    let mut pool = LocalPool::new();
+    let wait = pool.spawner().spawn_local_with_handle(lc.wait()).unwrap();
+    pool.run_until_stalled();
+    lc.stop("deploy");
+    pool.run_until_stalled();
+    clock.advance(Duration::from_secs(1));
+    // The abandoned future is dropped by the `Wait` that drove it.
+    let report = pool.run_until(wait);
+    assert_eq!(report.state(), State::Abandoned);
+    assert_eq!(
+        report.service("bomb").unwrap().outcome(),
+        &ServiceOutcome::Abandoned
+    );
+}
+
+#[test]
+fn a_dropped_wait_drops_and_reports_every_service_it_drove_even_after_a_panicking_drop() {
+    quiet();
+    let lc = Lifecycle::new();
+    let dropped = Arc::new(AtomicBool::new(false));
+    lc.service("bomb", |_stop| async {
+        let _bomb = PanicOnDrop;
+        std::future::pending::<()>().await;
+    })
+    .unwrap();
+    let flag = DropFlag(dropped.clone());
+    lc.service("normal", move |_stop| async move {
+        let _flag = flag;
+        std::future::pending::<()>().await;
+    })
+    .unwrap();
+    let mut wait = Box::pin(lc.wait());
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(wait.as_mut().poll(&mut cx).is_pending());
+    drop(wait); // as `timeout(d, lc.wait())` would
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the other service was dropped too"
+    );
+    let snap = lc.snapshot();
+    assert!(snap.services().iter().all(|s| !s.is_running()), "{snap}");
+}
+
+#[test]
+fn a_stop_trigger_alone_is_something_to_wait_for() {
+    let lc = Lifecycle::new();
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    lc.stop_on(async move {
+        let _ = rx.await;
+        "triggered"
+    });
+    let mut pool = LocalPool::new();
+    let wait = pool.spawner().spawn_local_with_handle(lc.wait()).unwrap();
+    pool.run_until_stalled();
+    assert_eq!(lc.state(), State::Running, "not stopped for nothing to run");
+    tx.send(()).unwrap();
+    let report = pool.run_until(wait);
+    assert_eq!(report.cause(), Some(&StopCause::from("triggered")));
+}
+
+#[test]
+fn a_weak_handle_gives_the_live_view_to_a_health_endpoint_inside_a_service() {
+    let lc = Lifecycle::new();
+    let weak = lc.downgrade();
+    let _conn = weak.session("conn").unwrap();
+    assert_eq!(weak.state(), State::Running);
+    assert_eq!(weak.snapshot().live_sessions(), 1);
+    lc.stop("deploy");
+    assert_eq!(weak.cause(), Some(&StopCause::from("deploy")));
+    assert!(weak.snapshot().is_stopped());
+}
+
+#[test]
+fn a_tiny_grace_depends_on_the_clock_not_on_the_executor() {
+    // A service that returns as soon as it sees its stop ends a few hundred nanoseconds
+    // after it, later than a 1 ns deadline: abandoned on every executor, whichever of the
+    // timer and the service runs first.
+    fn check(report: &Report) {
+        assert_eq!(
+            report.service("prompt").unwrap().outcome(),
+            &ServiceOutcome::Abandoned,
+            "{report}"
+        );
+    }
+    async fn scenario(builder: async_lifecycle::Builder) -> Report {
+        let lc = builder.grace(Duration::from_nanos(1)).build();
+        let (tx, rx) = futures::channel::oneshot::channel();
+        lc.service("prompt", move |stop| async move {
+            tx.send(()).unwrap();
+            stop.await;
+        })
+        .unwrap();
+        let report = lc.wait();
+        let stopper = async {
+            rx.await.unwrap();
+            lc.stop("now");
+        };
+        futures::join!(report, stopper).0
+    }
+    check(&block_on(scenario(Lifecycle::builder())));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    check(&rt.block_on(scenario(Lifecycle::builder().spawner(|f| {
+        tokio::spawn(f);
+    }))));
+    check(&rt.block_on(async {
+        use async_lifecycle::tokio::BuilderExt;
+        scenario(Lifecycle::builder().tokio()).await
+    }));
+    let ex = Arc::new(smol::Executor::new());
+    check(&smol::block_on(ex.run(scenario({
+        use async_lifecycle::async_io::BuilderExt;
+        Lifecycle::builder().smol(ex.clone())
+    }))));
 }

@@ -27,11 +27,16 @@
 //! | `Running`  | a service exits (any way), policy `StopAll`              | `Draining`   | `Complain`, `Drain`, `Census` |
 //! | `Running`  | a service exits (any way), policy `ReportOnly`           | `Running`    | `Complain` |
 //! | `Running`  | `force()`                                                | `Draining`, deadline = now | `Drain`, `Census` |
-//! | `Running`  | `handle_wait_started()`, no service ever added (once)    | `Running`    | `Census` |
-//! | `Running`  | `handle_census(nothing live)` after that first wait      | `Draining` (`NothingToRun`) | `Drain`, `Census` |
+//! | `Running`  | `handle_wait_started()`, no service nor stop trigger ever added (once) | `Running` | `Census` |
+//! | `Running`  | `handle_census(nothing live)` answering that census, still no service | `Draining` (`NothingToRun`) | `Drain`, `Census` |
+//! | `Running`  | any other `handle_census`, `handle_timeout`              | `Running`    | — |
 //! | `Draining` | `handle_census(nothing live)`, no service running         | `Terminated` | `Finish` |
 //! | `Draining` | `handle_census(nothing live)`, services running           | `Draining` (sessions drained) | — |
-//! | `Draining` | last service exits, sessions drained                     | `Draining`   | (`Complain` if unclean), `Census` |
+//! | `Draining` | last service exits before the deadline, sessions drained | `Draining`   | (`Complain` if unclean), `Census` |
+//! | `Draining` | a service exits before the deadline, other work left     | `Draining`   | (`Complain` if unclean) |
+//! | `Draining` | a service exits at or after the deadline (too late)      | `Draining`   | `Census` (which abandons it) |
+//! | `Draining` | `handle_census(work left)` before the deadline           | `Draining`   | — |
+//! | `Draining` | `handle_timeout(now < deadline)`                         | `Draining`   | — |
 //! | `Draining` | `handle_timeout(now >= deadline)`                        | `Draining`   | `Census` |
 //! | `Draining` | `handle_census(work left)` at or past the deadline       | `Abandoned`  | `Abandon`, `Complain`×n, `Finish` |
 //! | `Draining` | `force()`                                                | `Draining`, deadline = now | `Census` |
@@ -64,6 +69,7 @@
 
 mod report;
 
+pub(crate) use report::shown;
 pub use report::{NamedSession, PanickedSession, Report, ServiceReport, SessionReport};
 
 use std::borrow::Cow;
@@ -375,6 +381,8 @@ pub struct Machine {
     services: Vec<ServiceEntry>,
     /// The first wait was observed (the nothing-to-run question is asked once).
     wait_seen: bool,
+    /// Stop triggers registered (futures that will stop the lifecycle): something to wait for.
+    triggers: usize,
     actions: VecDeque<Action>,
 }
 
@@ -391,6 +399,7 @@ impl Machine {
             started: now,
             services: Vec::new(),
             wait_seen: false,
+            triggers: 0,
             actions: VecDeque::new(),
         }
     }
@@ -513,15 +522,23 @@ impl Machine {
         }
     }
 
+    /// A stop trigger was registered: a future that will stop the lifecycle when it
+    /// resolves. It is something to wait for, so the first wait does not stop a lifecycle
+    /// that has one (see [`handle_wait_started`](Self::handle_wait_started)).
+    pub fn handle_stop_trigger(&mut self) {
+        self.triggers += 1;
+    }
+
     /// The first `wait` on the lifecycle was observed. Once per machine: if no service was
-    /// ever added, a census is asked for, and if it finds nothing live the machine stops
-    /// with [`StopCause::NothingToRun`] rather than wait forever.
+    /// ever added and no stop trigger registered, a census is asked for, and if it finds
+    /// nothing live the machine stops with [`StopCause::NothingToRun`] rather than wait
+    /// forever.
     pub fn handle_wait_started(&mut self, _now: Instant) {
         if std::mem::replace(&mut self.wait_seen, true) {
             return;
         }
         if let Phase::Running { empty_check } = &mut self.phase {
-            if self.services.is_empty() {
+            if self.services.is_empty() && self.triggers == 0 {
                 *empty_check = true;
                 self.actions.push_back(Action::Census);
             }
@@ -530,7 +547,14 @@ impl Machine {
 
     /// The driver's census of the sessions, taken at `now`: after an [`Action::Census`], or
     /// when the driver saw the last session end after admission closed.
+    ///
+    /// A census always counts at least as many admitted sessions as live ones; a driver that
+    /// gives one that does not has a bug (checked in debug builds).
     pub fn handle_census(&mut self, now: Instant, census: SessionCensus) {
+        debug_assert!(
+            census.admitted >= census.live.len() as u64 + census.live_unnamed,
+            "a census with more sessions live than admitted: {census:?}"
+        );
         match &mut self.phase {
             Phase::Running { empty_check } => {
                 if std::mem::take(empty_check) && self.services.is_empty() && census.is_empty() {
@@ -556,7 +580,11 @@ impl Machine {
     /// Reports that a service's future ended at `now`, and how.
     ///
     /// Exits reported after the machine ended (the service was already recorded as
-    /// abandoned) and second exits of the same service are ignored.
+    /// abandoned) and second exits of the same service are ignored. An exit at or after the
+    /// deadline came too late: the deadline decides first (a census is asked for, and the
+    /// service, still running at the deadline, is abandoned) — so whether a service ended in
+    /// time depends only on the clock's reading at its exit, not on whether its executor
+    /// ran it before the timer.
     ///
     /// # Panics
     ///
@@ -565,6 +593,12 @@ impl Machine {
         let state = self.state();
         if state.is_terminal() || self.services[id.0].ended.is_some() {
             return;
+        }
+        if let Phase::Draining(d) = &self.phase {
+            if d.deadline.is_some_and(|deadline| now >= deadline) {
+                self.actions.push_back(Action::Census);
+                return;
+            }
         }
         let outcome = match (exit, state) {
             (Exit::Ok, State::Running) => ServiceOutcome::EndedEarly,

@@ -20,6 +20,10 @@ use super::{ServiceOutcome, State, StopCause};
 /// | 0 | `Terminated` and every service stopped cleanly |
 /// | 1 | `Terminated`, but a service ended uncleanly (error, panic, early return, dropped) |
 /// | 2 | `Abandoned`: the grace period ran out or the stop was forced with work still running |
+///
+/// Sessions that ended by a panic are complained about and reported
+/// ([`SessionReport::panicked`]) but do not change the code: the program did stop as asked,
+/// and a request handler's panic is not the process's exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// Shared: every waiter gets the same report, and cloning it is one reference count.
@@ -153,11 +157,12 @@ impl fmt::Display for Report {
         if self.inner.forced {
             f.write_str(" (forced)")?;
         }
-        write!(
-            f,
-            " after draining for {:.3?} of {:.3?} grace",
-            self.inner.drained_in, self.inner.grace
-        )?;
+        write!(f, " after draining for {:.3?}", self.inner.drained_in)?;
+        if self.inner.grace == Duration::MAX {
+            f.write_str(" (no grace limit)")?;
+        } else {
+            write!(f, " of {:.3?} grace", self.inner.grace)?;
+        }
         if let Some(cause) = &self.inner.cause {
             write!(f, "; stop cause: {cause}")?;
         }
@@ -170,7 +175,7 @@ impl fmt::Display for Report {
                 .inner
                 .services
                 .iter()
-                .map(|s| s.name.len())
+                .map(|s| shown(&s.name).chars().count())
                 .max()
                 .unwrap_or(0);
             for s in &self.inner.services {
@@ -178,7 +183,9 @@ impl fmt::Display for Report {
                 writeln!(
                     f,
                     "  {mark} {:width$}  {}  (ran {:.3?})",
-                    s.name, s.outcome, s.ran
+                    shown(&s.name),
+                    s.outcome,
+                    s.ran
                 )?;
             }
         }
@@ -193,9 +200,9 @@ impl fmt::Display for Report {
             n.abandoned_count()
         )?;
         for s in &n.panicked {
-            let name = s.name().unwrap_or("(unnamed)");
+            let name = shown(s.name().unwrap_or("(unnamed)"));
             match s.message() {
-                Some(message) => writeln!(f, "  PANICKED {name}: {message}")?,
+                Some(message) => writeln!(f, "  PANICKED {name}: {}", shown(message))?,
                 None => writeln!(f, "  PANICKED {name}")?,
             }
         }
@@ -207,7 +214,7 @@ impl fmt::Display for Report {
             )?;
         }
         for s in &n.abandoned {
-            writeln!(f, "  ABANDONED {}  (age {:.3?})", s.name, s.age)?;
+            writeln!(f, "  ABANDONED {}  (age {:.3?})", shown(&s.name), s.age)?;
         }
         if n.abandoned_unnamed > 0 {
             writeln!(f, "  ABANDONED {} unnamed session(s)", n.abandoned_unnamed)?;
@@ -375,5 +382,15 @@ impl PanickedSession {
     /// `None` when the panic was only seen unwinding through the session's guard.
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()
+    }
+}
+
+/// A name or message as a report line shows it: control characters (a newline, an ANSI
+/// escape) are escaped, so a name cannot forge or recolour lines of the report.
+pub(crate) fn shown(text: &str) -> Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        Cow::Owned(text.escape_debug().to_string())
+    } else {
+        Cow::Borrowed(text)
     }
 }

@@ -432,3 +432,46 @@ fn no_report_before_a_final_state() {
     m.stop(t0, "deploy".into());
     assert!(m.report().is_none());
 }
+
+#[test]
+fn a_service_exit_at_or_after_the_deadline_is_too_late() {
+    let (mut m, t0) = machine();
+    let svc = m.add_service(t0, "svc").unwrap();
+    m.stop(t0, "deploy".into());
+    settle(&mut m, t0, &empty());
+    // The timer has not been handled yet, but the clock is past the deadline: the exit is
+    // late whichever of the two the executor ran first.
+    m.service_exited(t0 + GRACE, svc, Exit::Ok);
+    assert_eq!(settle(&mut m, t0 + GRACE, &empty())[0], Action::Census);
+    assert_eq!(m.state(), State::Abandoned);
+    assert_eq!(
+        m.report().unwrap().service("svc").unwrap().outcome(),
+        &ServiceOutcome::Abandoned
+    );
+}
+
+#[test]
+fn a_stop_trigger_is_something_to_run() {
+    let (mut m, t0) = machine();
+    m.handle_stop_trigger();
+    m.handle_wait_started(t0);
+    assert_eq!(m.poll(), None, "no census: nothing to decide");
+    assert_eq!(m.state(), State::Running);
+}
+
+#[test]
+fn the_report_escapes_names_and_says_when_there_is_no_grace_limit() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(t0, Duration::MAX, FailurePolicy::StopAll);
+    m.add_service(t0, "evil\n  ok   forged 0").unwrap();
+    m.stop(t0, "deploy".into());
+    let census = one_live("conn\u{1b}[31m", secs(1));
+    settle(&mut m, t0, &census);
+    m.force(t0);
+    settle(&mut m, t0, &census);
+    let text = m.report().unwrap().to_string();
+    assert!(text.contains("(no grace limit)"), "{text}");
+    assert!(text.contains("evil\\n  ok"), "{text}");
+    assert!(text.contains("conn\\u{1b}[31m"), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text}");
+}

@@ -228,6 +228,11 @@ impl Model {
         if self.state.is_terminal() || self.services[index].ended.is_some() {
             return;
         }
+        // An exit at or after the deadline is too late: the deadline decides first.
+        if self.state == State::Draining && self.deadline.is_some_and(|d| d <= self.now) {
+            self.timeout();
+            return;
+        }
         let outcome = match (how, self.state) {
             (How::Ok, State::Running) => ServiceOutcome::EndedEarly,
             (How::Ok, _) => ServiceOutcome::Stopped,
