@@ -146,6 +146,15 @@ mod sync;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 
+/// The loom models (`tests/loom/models.rs`): library unit tests, because loom is a
+/// dev-dependency only the lib's own test build sees. They use the public API by its
+/// `async_lifecycle::` paths, as an integration test would.
+#[cfg(all(test, loom))]
+#[path = "../tests/loom/models.rs"]
+mod loom_models;
+#[cfg(all(test, loom))]
+extern crate self as async_lifecycle;
+
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use error::{Refused, ServiceError};
 pub use lifecycle::{Builder, DEFAULT_GRACE, Lifecycle, Wait, WeakLifecycle};

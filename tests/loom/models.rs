@@ -1,33 +1,63 @@
 //! Loom models of the lifecycle's races, through the public API: the real composition of the
-//! admission gate, the stop broadcast, the state machine's lock and `wait()`, with every
-//! interleaving explored (up to the preemption bound) instead of hoped about.
+//! admission gate, the stop broadcast, the service queue, the state machine's lock and
+//! `wait()`, with every interleaving explored (up to the preemption bound) instead of hoped
+//! about.
 //!
 //! ```sh
-//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 \
-//!     CARGO_TARGET_DIR=target/loom cargo test --release --test loom
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=4 \
+//!     CARGO_TARGET_DIR=target/loom cargo test --release --lib loom_models
 //! ```
 //!
-//! Under `cfg(loom)`, `src/loom.rs` swaps the gate's atomics and every crate mutex for loom's;
-//! `wait()` and the services are run by `loom::future::block_on`, whose waker parks the loom
-//! thread, so a lost wake-up shows up as a deadlock that loom reports. The preemption bound
-//! is `LOOM_MAX_PREEMPTIONS`, [`DEFAULT_PREEMPTIONS`] when it is unset.
+//! They are library unit tests (`src/lib.rs` includes this file under `cfg(all(test, loom))`)
+//! because loom is a dev-dependency, which only the library's own test build sees; they
+//! use the public API by its `async_lifecycle::` paths all the same. Under `cfg(loom)`,
+//! `src/loom.rs` swaps the gate's atomics and every crate mutex for loom's; `wait()` and the
+//! services are run by `loom::future::block_on`, whose waker parks the loom thread, so a lost
+//! wake-up shows up as a deadlock that loom reports. The preemption bound is
+//! `LOOM_MAX_PREEMPTIONS`, [`DEFAULT_PREEMPTIONS`] when it is unset.
 //!
-//! In the vocabulary of `tests/common/op.rs`, each model is two short schedules run at once:
-//! `BeginSession` against `Stop`, `EndSession` against `Drive`, `Stop` against `Stop`,
-//! `Stop` against `Drive`, and `ServiceExit` against `Stop`.
+//! Each model is a few calls in the vocabulary of `tests/common/op.rs` run on two or three
+//! threads at once. Once its threads joined, [`linearizable`] checks the outcome against the
+//! reference model (`tests/common/model.rs`): some interleaving of the threads' calls, run
+//! through `Model` one at a time, must answer every begin and add as the real calls did and
+//! end where the real lifecycle ended: state, cause, the whole report, the live view's
+//! counts. The manual clock is never advanced, so every time is zero.
+
 #![cfg(loom)]
 
-use std::borrow::Cow;
+// The shared vocabulary and the reference model, as the proptest and fuzz checkers use them;
+// the parts only those checkers need are unused here.
+#[allow(dead_code)]
+#[path = "../common/op.rs"]
+mod op;
+#[allow(dead_code)]
+#[path = "../common/model.rs"]
+mod reference;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Wake, Waker};
-use std::time::Duration;
 
-use async_lifecycle::{Lifecycle, ManualClock, Report, ServiceOutcome, State, StopCause};
+use async_lifecycle::{
+    Lifecycle, ManualClock, Report, ServiceError, ServiceOutcome, State, StopCause,
+};
 use loom::future::block_on;
+use loom::sync::Notify;
 use loom::thread;
 
+use op::{Config, Grace, How, Op};
+use reference::Model;
+
 /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is unset.
-const DEFAULT_PREEMPTIONS: usize = 3;
+const DEFAULT_PREEMPTIONS: usize = 4;
+
+/// What every model's lifecycle runs under: a grace that never runs out (the clock stays at
+/// zero) and the default policy, `StopAll`.
+const CONFIG: Config = Config {
+    grace: Grace::Millis(10_000),
+    report_only: false,
+};
 
 /// Runs `f` under loom with the stated preemption bound.
 fn model(f: impl Fn() + Sync + Send + 'static) {
@@ -38,47 +68,218 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
-/// A lifecycle on a manual clock (no timer thread), with a grace that never runs out.
+/// A lifecycle on a manual clock (no timer thread), configured as [`CONFIG`].
 fn lifecycle() -> Lifecycle {
     Lifecycle::builder()
-        .grace(Duration::from_secs(10))
+        .grace(CONFIG.grace.duration())
         .clock(ManualClock::new())
+        .on_service_failure(CONFIG.policy())
         .build()
 }
 
-fn requested(reason: &'static str) -> StopCause {
-    StopCause::Requested(Cow::Borrowed(reason))
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A lifecycle whose services are handed to the caller instead of run.
+fn with_spawner() -> (Lifecycle, Arc<Mutex<Vec<Task>>>) {
+    let tasks: Arc<Mutex<Vec<Task>>> = Arc::default();
+    let slot = tasks.clone();
+    let lc = Lifecycle::builder()
+        .grace(CONFIG.grace.duration())
+        .clock(ManualClock::new())
+        .on_service_failure(CONFIG.policy())
+        .spawner(move |task| slot.lock().unwrap().push(task))
+        .build();
+    (lc, tasks)
+}
+
+/// `Op::Stop { cause }`'s cause: `op::stop_cause(1)` is the request "request 1".
+fn cause(n: u8) -> StopCause {
+    op::stop_cause(n)
 }
 
 /// A waker that counts its wakes.
 #[derive(Default)]
-struct Counter(std::sync::atomic::AtomicUsize);
+struct Counter(AtomicUsize);
 
 impl Wake for Counter {
     fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.fetch_add(1, SeqCst);
     }
 }
+
+// ---- Linearizations against the reference model ----
+
+/// One call of a schedule, and what the real call answered where it answers (a begin or an
+/// add: admitted or not).
+#[derive(Debug, Clone, Copy)]
+struct Call(Op, Option<bool>);
+
+const STOP: Call = Call(Op::Stop { cause: 1 }, None);
+const FORCE: Call = Call(Op::Force, None);
+const DRIVE: Call = Call(Op::Drive, None);
+/// Ends the first live session (`pick` is taken modulo the live sessions).
+const END_FIRST: Call = Call(Op::EndSession { pick: 0 }, None);
+/// Ends the last live session.
+const END_LAST: Call = Call(Op::EndSession { pick: u8::MAX }, None);
+
+fn stop(cause: u8) -> Call {
+    Call(Op::Stop { cause }, None)
+}
+
+fn begin(named: bool, admitted: bool) -> Call {
+    Call(Op::BeginSession { named }, Some(admitted))
+}
+
+fn add(honours_stop: bool, admitted: bool) -> Call {
+    Call(Op::AddService { honours_stop }, Some(admitted))
+}
+
+fn exit(how: How) -> Call {
+    Call(Op::ServiceExit { pick: 0, how }, None)
+}
+
+/// Where a real operation is two steps that the model's atomic one cannot split: a call on
+/// another thread that lands between them is visible in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Between {
+    /// A refused begin landed between admission closing and the census that ended the
+    /// lifecycle (a stop with nothing live): the report counts the refusal, as the census
+    /// counts the refusals so far ("the counts are those of the census that ended it").
+    RefusalAndTheEndingCensus,
+    /// A force landed between the last session's exit from the gate and that exit's own
+    /// census: the force's census found nothing live and ended it `Terminated`, forced.
+    ForceAndTheLastCensus,
+}
+
+/// Every order of the threads' calls that keeps each thread's own order.
+fn interleavings(threads: &[&[Call]]) -> Vec<Vec<Call>> {
+    fn go(rest: &mut Vec<&[Call]>, done: &mut Vec<Call>, out: &mut Vec<Vec<Call>>) {
+        if rest.iter().all(|calls| calls.is_empty()) {
+            out.push(done.clone());
+            return;
+        }
+        for i in 0..rest.len() {
+            if let Some((&first, tail)) = rest[i].split_first() {
+                let whole = rest[i];
+                rest[i] = tail;
+                done.push(first);
+                go(rest, done, out);
+                done.pop();
+                rest[i] = whole;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(&mut threads.to_vec(), &mut Vec::new(), &mut out);
+    out
+}
+
+/// Runs `calls` through the reference model; `Err` if it answers a begin or an add otherwise
+/// than the real call did, or does not end where the real lifecycle did.
+fn compare(
+    calls: &[Call],
+    lc: &Lifecycle,
+    report: &Report,
+    between: Option<Between>,
+) -> Result<(), String> {
+    let mut m = Model::new(CONFIG);
+    for (step, &Call(op, answered)) in calls.iter().enumerate() {
+        let expected = m.apply(op).map(|answer| answer.is_ok());
+        if expected != answered {
+            return Err(format!(
+                "step {step} ({op:?}): model answers admitted={expected:?}, real {answered:?}"
+            ));
+        }
+    }
+    if lc.state() != m.state() {
+        return Err(format!("state {:?}, model {:?}", lc.state(), m.state()));
+    }
+    if lc.cause() != m.cause() {
+        return Err(format!("cause {:?}, model {:?}", lc.cause(), m.cause()));
+    }
+    let snapshot = lc.snapshot();
+    if snapshot.refused_sessions() != m.refused() || snapshot.live_sessions() != m.live() as u64 {
+        return Err(format!(
+            "live view: {} refused, {} live; model {} refused, {} live",
+            snapshot.refused_sessions(),
+            snapshot.live_sessions(),
+            m.refused(),
+            m.live()
+        ));
+    }
+    let mut want = m.report().ok_or("the model has not ended")?.clone();
+    match between {
+        None => {}
+        Some(Between::RefusalAndTheEndingCensus) => want.refused = m.refused(),
+        Some(Between::ForceAndTheLastCensus) => {
+            if want.state != State::Terminated {
+                return Err("only a census that terminates can be the force's".to_owned());
+            }
+            want.forced = true;
+        }
+    }
+    let got = reference::view(report);
+    if got != want {
+        return Err(format!(
+            "report\n      real:  {got:?}\n      model: {want:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the outcome of a model against the reference model, once its threads joined and
+/// `report` was taken: some schedule `prefix`, an interleaving of `threads`, `suffix` — or,
+/// where `between` names a split that the real operations allow, that schedule with the
+/// split's difference — must match (see [`compare`]). Panics with every candidate's
+/// difference otherwise.
+fn linearizable(
+    lc: &Lifecycle,
+    report: &Report,
+    prefix: &[Call],
+    threads: &[&[Call]],
+    suffix: &[Call],
+    between: &[Between],
+) {
+    let mut why = String::new();
+    let splits = std::iter::once(None).chain(between.iter().copied().map(Some));
+    for split in splits {
+        for middle in interleavings(threads) {
+            let calls: Vec<Call> = [prefix, middle.as_slice(), suffix].concat();
+            match compare(&calls, lc, report, split) {
+                Ok(()) => return,
+                Err(e) => {
+                    let ops: Vec<Op> = calls.iter().map(|call| call.0).collect();
+                    let _ = write!(why, "\n  {ops:?} with {split:?}:\n    {e}");
+                }
+            }
+        }
+    }
+    panic!("no linearization matches the outcome ({report}):{why}");
+}
+
+// ---- Sessions ----
 
 /// `BeginSession` racing `Stop`: a session is either admitted — and then counted, told that
 /// draining started, and waited for — or refused and counted as refused. Never admitted and
 /// lost (the lifecycle ending while it is live, or the report not counting it).
+/// Linearizations: admitted `[Begin, Stop, End, Drive]`; refused `[Stop, Begin, Drive]`,
+/// whose report may count the refusal (it landed before the stop's census).
 #[test]
 fn session_begin_racing_stop() {
     for named in [false, true] {
         model(move || {
             let lc = lifecycle();
             let other = lc.clone();
-            let begin = thread::spawn(move || {
+            let beginner = thread::spawn(move || {
                 let session = if named {
-                    other.session("late")
+                    other.session(op::session_name(0))
                 } else {
                     other.unnamed_session()
                 };
                 session.ok()
             });
-            lc.stop("deploy");
-            let session = begin.join().unwrap();
+            lc.stop(cause(1));
+            let session = beginner.join().unwrap();
             let admitted = session.is_some();
             if let Some(session) = session {
                 assert_eq!(
@@ -97,22 +298,38 @@ fn session_begin_racing_stop() {
             assert_eq!(sessions.completed(), u64::from(admitted), "{report}");
             // A refusal may land after the report was written: at most one, never as admitted.
             assert!(sessions.refused() <= u64::from(!admitted), "{report}");
+            let thread = [begin(named, admitted)];
+            let suffix: &[Call] = if admitted {
+                &[END_FIRST, DRIVE]
+            } else {
+                &[DRIVE]
+            };
+            linearizable(
+                &lc,
+                &report,
+                &[],
+                &[&thread, &[STOP]],
+                suffix,
+                &[Between::RefusalAndTheEndingCensus],
+            );
         });
     }
 }
 
 /// `BeginSession` racing `Force` on a lifecycle already draining: the census of abandoned
 /// sessions names the live ones only, never a refused attempt caught half-way.
+/// Linearizations: `[Begin s0, Stop, Begin (refused) | Force, Drive, End]`, the refusal
+/// counted iff it came before the force.
 #[test]
 fn refused_begin_racing_force() {
     model(|| {
         let lc = lifecycle();
-        let held = lc.session("held").unwrap();
-        lc.stop("deploy");
+        let held = lc.session(op::session_name(0)).unwrap();
+        lc.stop(cause(1));
         let other = lc.clone();
-        let begin = thread::spawn(move || other.unnamed_session().is_ok());
+        let beginner = thread::spawn(move || other.unnamed_session().is_ok());
         lc.force();
-        assert!(!begin.join().unwrap(), "admitted while draining");
+        assert!(!beginner.join().unwrap(), "admitted while draining");
         let report = block_on(lc.wait());
         assert_eq!(report.state(), State::Abandoned);
         assert_eq!(report.sessions().abandoned().len(), 1, "{report}");
@@ -123,22 +340,39 @@ fn refused_begin_racing_force() {
             "phantom: {report}"
         );
         drop(held);
+        linearizable(
+            &lc,
+            &report,
+            &[begin(true, true), STOP],
+            &[&[begin(false, false)], &[FORCE]],
+            &[DRIVE, END_FIRST],
+            &[],
+        );
     });
 }
 
 /// `EndSession` (the last live session) racing `Drive` (a `wait()` parked on the drain): the
 /// waiter is always woken, and the lifecycle terminates with the session completed.
+/// Linearizations: `[Begin, Stop, End | Drive, Drive]`.
 #[test]
 fn last_session_ending_racing_the_drain_waiter() {
     model(|| {
         let lc = lifecycle();
         let session = lc.unnamed_session().unwrap();
-        lc.stop("deploy");
+        lc.stop(cause(1));
         let end = thread::spawn(move || drop(session));
         let report = block_on(lc.wait());
         end.join().unwrap();
         assert_eq!(report.state(), State::Terminated);
         assert_eq!(report.sessions().completed(), 1);
+        linearizable(
+            &lc,
+            &report,
+            &[begin(false, true), STOP],
+            &[&[END_FIRST], &[DRIVE]],
+            &[DRIVE],
+            &[],
+        );
     });
 }
 
@@ -146,38 +380,50 @@ fn last_session_ending_racing_the_drain_waiter() {
 /// the refusal must neither be admitted nor hide the drain, or the waiter would sleep until
 /// the deadline with nothing live. (It guarded the old fetch_add + undo gate, where the undo
 /// could be what emptied it; the CAS gate keeps it as a regression model.)
+/// Linearizations: `[Begin, Stop, Begin (refused) | End, Drive]`, the refusal counted iff it
+/// came before the end's census.
 #[test]
 fn refused_begin_racing_the_last_session_end() {
     model(|| {
         let lc = lifecycle();
         let session = lc.unnamed_session().unwrap();
-        lc.stop("deploy");
+        lc.stop(cause(1));
         let other = lc.clone();
-        let begin = thread::spawn(move || other.unnamed_session().is_ok());
+        let beginner = thread::spawn(move || other.unnamed_session().is_ok());
         let end = thread::spawn(move || drop(session));
         let report = block_on(lc.wait());
-        assert!(!begin.join().unwrap(), "admitted while draining");
+        assert!(!beginner.join().unwrap(), "admitted while draining");
         end.join().unwrap();
         assert_eq!(report.state(), State::Terminated);
         assert_eq!(report.sessions().abandoned_count(), 0, "{report}");
         assert_eq!(report.sessions().completed(), 1, "{report}");
+        linearizable(
+            &lc,
+            &report,
+            &[begin(false, true), STOP],
+            &[&[begin(false, false)], &[END_FIRST]],
+            &[DRIVE],
+            &[],
+        );
     });
 }
 
 /// `Force` racing `EndSession` of the last live session: either the session ended first and
 /// the lifecycle terminates, or it is abandoned — and then the report names the straggler.
-/// Never abandoned with nothing abandoned.
+/// Never abandoned with nothing abandoned. Linearizations: `[Begin, Stop, End, Force, Drive]`
+/// (terminated; forced too if the force's census was the one that found nothing live) or
+/// `[Begin, Stop, Force, End, Drive]` (abandoned).
 #[test]
 fn force_racing_the_last_session_end() {
     for named in [false, true] {
         model(move || {
             let lc = lifecycle();
             let session = if named {
-                lc.session("last").unwrap()
+                lc.session(op::session_name(0)).unwrap()
             } else {
                 lc.unnamed_session().unwrap()
             };
-            lc.stop("deploy");
+            lc.stop(cause(1));
             let end = thread::spawn(move || drop(session));
             lc.force();
             end.join().unwrap();
@@ -188,19 +434,28 @@ fn force_racing_the_last_session_end() {
                 assert_eq!(report.state(), State::Terminated, "{report}");
                 assert_eq!(report.sessions().completed(), 1, "{report}");
             }
+            linearizable(
+                &lc,
+                &report,
+                &[begin(named, true), STOP],
+                &[&[END_FIRST], &[FORCE]],
+                &[DRIVE],
+                &[Between::ForceAndTheLastCensus],
+            );
         });
     }
 }
 
 /// Two sessions (one named) ending on two threads while `wait()` is parked: whichever is
 /// last reports the drain, exactly one final state is reached, the waiter wakes.
+/// Linearizations: `[Begin s0, Begin, Stop, End s0 | End the other | Drive, Drive]`.
 #[test]
 fn two_sessions_ending_racing_the_drain_waiter() {
     model(|| {
         let lc = lifecycle();
-        let named = lc.session("named").unwrap();
+        let named = lc.session(op::session_name(0)).unwrap();
         let unnamed = lc.unnamed_session().unwrap();
-        lc.stop("deploy");
+        lc.stop(cause(1));
         let a = thread::spawn(move || drop(named));
         let b = thread::spawn(move || drop(unnamed));
         let report = block_on(lc.wait());
@@ -208,11 +463,23 @@ fn two_sessions_ending_racing_the_drain_waiter() {
         b.join().unwrap();
         assert_eq!(report.state(), State::Terminated);
         assert_eq!(report.sessions().completed(), 2);
+        // The named session is always the first live one, the unnamed one the last.
+        linearizable(
+            &lc,
+            &report,
+            &[begin(true, true), begin(false, true), STOP],
+            &[&[END_FIRST], &[END_LAST], &[DRIVE]],
+            &[DRIVE],
+            &[],
+        );
     });
 }
 
+// ---- Stops ----
+
 /// `Stop` racing `Stop`: both callers see the same first cause, it never changes, and the
 /// drain starts once (a parked stop waiter is woken exactly once).
+/// Linearizations: `[Begin, Stop 1 | Stop 2, End, Drive]`, the first stop's cause kept.
 #[test]
 fn two_threads_stopping_at_once() {
     model(|| {
@@ -223,26 +490,19 @@ fn two_threads_stopping_at_once() {
         let waker = Waker::from(counter.clone());
         let poll = std::pin::Pin::new(&mut signal).poll(&mut Context::from_waker(&waker));
         assert!(poll.is_pending());
-        let stopper = |reason: &'static str| {
+        let stopper = |n: u8| {
             let lc = lc.clone();
             thread::spawn(move || {
-                lc.stop(reason);
+                lc.stop(cause(n));
                 lc.cause().cloned()
             })
         };
-        let (a, b) = (stopper("a"), stopper("b"));
+        let (a, b) = (stopper(1), stopper(2));
         let (seen_a, seen_b) = (a.join().unwrap(), b.join().unwrap());
         assert_eq!(seen_a, seen_b, "both stoppers see the first cause");
         let first = seen_a.expect("stopped");
-        assert!(
-            first == requested("a") || first == requested("b"),
-            "{first:?}"
-        );
-        assert_eq!(
-            counter.0.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "one transition"
-        );
+        assert!(first == cause(1) || first == cause(2), "{first:?}");
+        assert_eq!(counter.0.load(SeqCst), 1, "one transition");
         assert_eq!(lc.state(), State::Draining);
         drop(session);
         let report = block_on(lc.wait());
@@ -252,42 +512,60 @@ fn two_threads_stopping_at_once() {
                 .poll(&mut Context::from_waker(&waker))
                 .is_ready()
         );
+        linearizable(
+            &lc,
+            &report,
+            &[begin(false, true)],
+            &[&[stop(1)], &[stop(2)]],
+            &[END_FIRST, DRIVE],
+            &[],
+        );
     });
 }
 
 /// `Stop` racing `Drive`: `wait()` (driving a service that honours its stop signal) never
 /// misses a stop requested from another thread while it registers.
+/// Linearizations: `[Add, Stop | Drive, Drive]`.
 #[test]
 fn stop_racing_wait() {
     model(|| {
         let lc = lifecycle();
-        lc.service("worker", |stop| async move {
+        lc.service(op::service_name(0), |stop| async move {
             stop.await;
             Ok::<(), std::io::Error>(())
         })
         .unwrap();
         let other = lc.clone();
-        let stopper = thread::spawn(move || other.stop("deploy"));
+        let stopper = thread::spawn(move || other.stop(cause(1)));
         let report = block_on(lc.wait());
         stopper.join().unwrap();
         assert_eq!(report.state(), State::Terminated);
-        assert_eq!(report.cause(), Some(&requested("deploy")));
+        assert_eq!(report.cause(), Some(&cause(1)));
         assert_eq!(
-            report.service("worker").unwrap().outcome(),
+            report.service(&op::service_name(0)).unwrap().outcome(),
             &ServiceOutcome::Stopped
+        );
+        linearizable(
+            &lc,
+            &report,
+            &[add(true, true)],
+            &[&[STOP], &[DRIVE]],
+            &[DRIVE],
+            &[],
         );
     });
 }
 
 /// `Stop` racing the first `Drive` of a lifecycle with nothing to run: either `wait()` stops
 /// it (nothing to run) or the request does; either way one cause, kept, and it terminates.
+/// Linearizations: `[Drive, Stop, Drive]` (nothing to run) or `[Stop, Drive, Drive]`.
 #[test]
 fn stop_racing_wait_with_nothing_to_run() {
     model(|| {
         let lc = lifecycle();
         let other = lc.clone();
         let stopper = thread::spawn(move || {
-            other.stop("deploy");
+            other.stop(cause(1));
             other.cause().cloned()
         });
         let report = block_on(lc.wait());
@@ -295,109 +573,245 @@ fn stop_racing_wait_with_nothing_to_run() {
         assert_eq!(report.state(), State::Terminated);
         assert_eq!(report.cause(), seen.as_ref());
         assert!(
-            seen == Some(requested("deploy")) || seen == Some(StopCause::NothingToRun),
+            seen == Some(cause(1)) || seen == Some(StopCause::NothingToRun),
             "{seen:?}"
         );
+        linearizable(&lc, &report, &[], &[&[STOP], &[DRIVE]], &[DRIVE], &[]);
     });
 }
 
-type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-/// A lifecycle whose services are handed to the caller instead of run.
-fn with_spawner() -> (Lifecycle, Arc<Mutex<Vec<Task>>>) {
-    let tasks: Arc<Mutex<Vec<Task>>> = Arc::default();
-    let slot = tasks.clone();
-    let lc = Lifecycle::builder()
-        .grace(Duration::from_secs(10))
-        .clock(ManualClock::new())
-        .spawner(move |task| slot.lock().unwrap().push(task))
-        .build();
-    (lc, tasks)
-}
-
-fn report_of(lc: &Lifecycle) -> Report {
-    block_on(lc.wait())
-}
+// ---- Services on their own threads ----
 
 /// `ServiceExit` racing `Stop`: a service that returns on its own thread while another thread
 /// requests the stop ends either before the stop (ended early, and its end is the cause) or
 /// after it (stopped, the request is the cause) — never a mix, and the lifecycle terminates.
+/// Linearizations: `[Add, Exit ok | Stop, Drive]`.
 #[test]
 fn service_exiting_racing_stop() {
     model(|| {
         let (lc, tasks) = with_spawner();
-        lc.service("svc", |_stop| async { Ok::<(), std::io::Error>(()) })
-            .unwrap();
+        lc.service(op::service_name(0), |_stop| async {
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
         let task = tasks.lock().unwrap().pop().unwrap();
         let runner = thread::spawn(move || block_on(task));
-        lc.stop("deploy");
+        lc.stop(cause(1));
         runner.join().unwrap();
-        let report = report_of(&lc);
+        let report = block_on(lc.wait());
         assert_eq!(report.state(), State::Terminated);
-        let outcome = report.service("svc").unwrap().outcome().clone();
+        let outcome = report
+            .service(&op::service_name(0))
+            .unwrap()
+            .outcome()
+            .clone();
         match report.cause() {
-            Some(StopCause::ServiceEnded { service }) if service == "svc" => {
+            Some(StopCause::ServiceEnded { service }) if *service == op::service_name(0) => {
                 assert_eq!(outcome, ServiceOutcome::EndedEarly);
             }
-            Some(cause) if *cause == requested("deploy") => {
-                assert_eq!(outcome, ServiceOutcome::Stopped);
-            }
+            Some(c) if *c == cause(1) => assert_eq!(outcome, ServiceOutcome::Stopped),
             other => panic!("unexpected cause {other:?}"),
         }
+        linearizable(
+            &lc,
+            &report,
+            &[add(false, true)],
+            &[&[exit(How::Ok)], &[STOP]],
+            &[DRIVE],
+            &[],
+        );
     });
 }
 
 /// `ServiceExit` (a failure) racing `Stop`: the failure is recorded either way, and the cause
-/// is whichever came first.
+/// is whichever came first. Linearizations: `[Add, Exit err | Stop, Drive]`.
 #[test]
 fn service_failing_racing_stop() {
     model(|| {
         let (lc, tasks) = with_spawner();
-        lc.service("svc", |_stop| async { Err::<(), _>("boom") })
-            .unwrap();
+        lc.service(op::service_name(0), |_stop| async {
+            Err::<(), _>(op::FAILURE)
+        })
+        .unwrap();
         let task = tasks.lock().unwrap().pop().unwrap();
         let runner = thread::spawn(move || block_on(task));
-        lc.stop("deploy");
+        lc.stop(cause(1));
         runner.join().unwrap();
-        let report = report_of(&lc);
+        let report = block_on(lc.wait());
         assert_eq!(report.state(), State::Terminated);
         assert_eq!(
-            report.service("svc").unwrap().outcome(),
-            &ServiceOutcome::Failed("boom".into())
+            report.service(&op::service_name(0)).unwrap().outcome(),
+            &ServiceOutcome::Failed(op::FAILURE.into())
         );
-        let cause = report.cause().unwrap();
+        let first = report.cause().unwrap();
         assert!(
-            *cause == requested("deploy")
-                || *cause
+            *first == cause(1)
+                || *first
                     == StopCause::ServiceEnded {
-                        service: "svc".into()
+                        service: op::service_name(0).into()
                     },
-            "{cause:?}"
+            "{first:?}"
         );
         assert_eq!(report.exit_code(), 1);
+        linearizable(
+            &lc,
+            &report,
+            &[add(false, true)],
+            &[&[exit(How::Err)], &[STOP]],
+            &[DRIVE],
+            &[],
+        );
     });
 }
 
 /// A service that honours its stop signal, parked on its own thread, while another thread
 /// stops: its wake-up is never lost, it ends `Stopped`, and the lifecycle terminates.
+/// Linearization: `[Add, Stop, Drive]` (the model's drive ends a service that honours the
+/// stop; here its own thread does).
 #[test]
 fn service_honouring_stop_on_its_own_thread() {
     model(|| {
         let (lc, tasks) = with_spawner();
-        lc.service("svc", |stop| async move {
+        lc.service(op::service_name(0), |stop| async move {
             stop.await;
             Ok::<(), std::io::Error>(())
         })
         .unwrap();
         let task = tasks.lock().unwrap().pop().unwrap();
         let runner = thread::spawn(move || block_on(task));
-        lc.stop("deploy");
+        lc.stop(cause(1));
         runner.join().unwrap();
-        let report = report_of(&lc);
+        let report = block_on(lc.wait());
         assert_eq!(report.state(), State::Terminated);
         assert_eq!(
-            report.service("svc").unwrap().outcome(),
+            report.service(&op::service_name(0)).unwrap().outcome(),
             &ServiceOutcome::Stopped
+        );
+        linearizable(&lc, &report, &[add(true, true)], &[&[STOP]], &[DRIVE], &[]);
+    });
+}
+
+// ---- The service queue (no spawner: `wait()` drives the services) ----
+
+/// Sets its flag when dropped: whether a service's future was dropped (run to its end, or
+/// dropped unrun), rather than left in the queue.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, SeqCst);
+    }
+}
+
+/// `AddService` (a push onto the queue) racing the `Drive` that takes from it: `wait()` is
+/// polled on this thread while another adds a service, waits until the service runs, then
+/// stops. The push wakes a driver that is parked on the queue, or the driver's take finds the
+/// service; a lost wake-up leaves both threads asleep, which loom reports as a deadlock. If
+/// the first poll comes before the add, the lifecycle had nothing to run: it ended, and the
+/// add is refused (the closure never called). Linearizations: `[Add, Drive, Stop, Drive]`
+/// (in any order of the drive; the service ends `Stopped`) or `[Drive, Add (refused), Drive]`.
+#[test]
+fn service_push_racing_the_drivers_take() {
+    model(|| {
+        let lc = lifecycle();
+        // Set, then notified, by the service's first poll.
+        let ran = Arc::new((loom::sync::atomic::AtomicBool::new(false), Notify::new()));
+        let called = Arc::new(AtomicBool::new(false));
+        let other = lc.clone();
+        let (ran2, called2) = (ran.clone(), called.clone());
+        let adder = thread::spawn(move || {
+            let added = other.service(op::service_name(0), move |stop| {
+                called2.store(true, SeqCst);
+                async move {
+                    ran2.0.store(true, SeqCst);
+                    ran2.1.notify();
+                    stop.await;
+                    Ok::<(), std::io::Error>(())
+                }
+            });
+            if added.is_ok() {
+                // Only the driver that took the service can run it: if the push's wake-up is
+                // lost, this waits forever, and so does the driver.
+                while !ran.0.load(SeqCst) {
+                    ran.1.wait(); // may wake spuriously
+                }
+                other.stop(cause(1));
+            }
+            added.is_ok()
+        });
+        let report = block_on(lc.wait());
+        let admitted = adder.join().unwrap();
+        assert_eq!(called.load(SeqCst), admitted, "f is called iff admitted");
+        assert_eq!(report.state(), State::Terminated, "{report}");
+        if admitted {
+            assert_eq!(report.cause(), Some(&cause(1)));
+            assert_eq!(
+                report.service(&op::service_name(0)).unwrap().outcome(),
+                &ServiceOutcome::Stopped
+            );
+        } else {
+            assert_eq!(report.cause(), Some(&StopCause::NothingToRun));
+            assert!(report.services().is_empty(), "{report}");
+        }
+        let thread: &[Call] = if admitted {
+            &[add(true, true), STOP]
+        } else {
+            &[add(true, false)]
+        };
+        linearizable(&lc, &report, &[], &[thread, &[DRIVE]], &[DRIVE], &[]);
+    });
+}
+
+/// `AddService` (a push) racing `Force` (the end, which closes the queue): the service is
+/// either refused — `Err(Refused)`, its closure never called — or admitted, in the report
+/// (abandoned by the force) and its future dropped by the end, never left in a closed queue.
+/// Linearizations: `[Add, Force, Drive]` or `[Force, Add (refused), Drive]`.
+#[test]
+fn service_push_racing_the_close() {
+    model(|| {
+        let lc = lifecycle();
+        let other = lc.clone();
+        let forcer = thread::spawn(move || other.force());
+        let dropped = Arc::new(AtomicBool::new(false));
+        let mut called = false;
+        let flag = DropFlag(dropped.clone());
+        let added = lc.service(op::service_name(0), |stop| {
+            called = true;
+            async move {
+                let _flag = flag;
+                stop.await;
+                Ok::<(), std::io::Error>(())
+            }
+        });
+        forcer.join().unwrap();
+        let admitted = match added {
+            Ok(()) => true,
+            Err(ServiceError::Refused(_)) => false,
+            Err(e) => panic!("{e:?}"),
+        };
+        assert_eq!(called, admitted, "f is called iff admitted");
+        // Refused: the closure, flag and all, was dropped uncalled. Admitted: the end dropped
+        // the queued future, or the push found the queue closed and handed it back.
+        assert!(dropped.load(SeqCst), "a service future was left behind");
+        let report = block_on(lc.wait());
+        assert!(report.forced(), "{report}");
+        if admitted {
+            assert_eq!(report.state(), State::Abandoned, "{report}");
+            assert_eq!(
+                report.service(&op::service_name(0)).unwrap().outcome(),
+                &ServiceOutcome::Abandoned
+            );
+        } else {
+            assert_eq!(report.state(), State::Terminated, "{report}");
+            assert!(report.services().is_empty(), "{report}");
+        }
+        linearizable(
+            &lc,
+            &report,
+            &[],
+            &[&[add(true, admitted)], &[FORCE]],
+            &[DRIVE],
+            &[],
         );
     });
 }
