@@ -137,10 +137,10 @@ pub mod machine;
 mod service;
 mod session;
 mod shared;
-mod snapshot;
 #[cfg(all(feature = "signal", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "signal", unix))))]
 pub mod signal;
+mod snapshot;
 mod sync;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]

@@ -111,7 +111,7 @@ impl Broadcast {
     }
 
     /// The number of registered waiters (for tests).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn waiters(&self) -> usize {
         lock(&self.waiters).wakers.len()
     }

@@ -251,7 +251,7 @@ pub(crate) struct Taken<D = ()> {
 
 impl<D> Taken<D> {
     /// The number of registrations taken.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
