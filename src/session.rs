@@ -300,16 +300,24 @@ impl Sessions {
         self.gate.live()
     }
 
-    /// Counts and names the sessions at `now`. Takes `registry` (under `core`: the allowed
-    /// order).
-    pub(crate) fn census(&self, now: Instant) -> SessionCensus {
+    /// Counts the sessions at `now`, naming the live ones if `names` (see
+    /// `Machine::census_needs_names`: only a census that may abandon them needs it; the
+    /// others would walk every live session at each stop for nothing). Takes `registry`
+    /// (under `core`: the allowed order).
+    pub(crate) fn census(&self, now: Instant, names: bool) -> SessionCensus {
         let registry = lock(&self.registry);
         let (live, admitted) = self.gate.live_and_admitted();
-        let named: Vec<NamedSession> = registry
-            .named
-            .iter()
-            .map(|(_, s)| NamedSession::new(s.name.clone(), now.saturating_duration_since(s.began)))
-            .collect();
+        let named: Vec<NamedSession> = if !names {
+            Vec::new()
+        } else {
+            registry
+                .named
+                .iter()
+                .map(|(_, s)| {
+                    NamedSession::new(s.name.clone(), now.saturating_duration_since(s.began))
+                })
+                .collect()
+        };
         SessionCensus {
             admitted,
             refused: self.gate.refused(),

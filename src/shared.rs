@@ -166,7 +166,10 @@ impl Shared {
     /// Called by whoever saw the last session end after admission closed: forwards a census.
     #[cold]
     pub(crate) fn sessions_drained(&self) {
-        self.apply(|m, now| m.handle_census(now, self.sessions.census(now)));
+        self.apply(|m, now| {
+            let census = self.sessions.census(now, m.census_needs_names(now));
+            m.handle_census(now, census)
+        });
     }
 
     /// The live view; see [`Lifecycle::snapshot`](crate::Lifecycle::snapshot).
@@ -207,7 +210,8 @@ impl Shared {
                     effects.fire_stop = true;
                 }
                 Action::Census => {
-                    let census = self.sessions.census(now);
+                    let names = core.machine.census_needs_names(now);
+                    let census = self.sessions.census(now, names);
                     core.machine.handle_census(now, census);
                 }
                 Action::Complain { .. } => effects.complaints.push(action),

@@ -545,6 +545,18 @@ impl Machine {
         }
     }
 
+    /// Whether a census taken at `now` must name the live sessions: only one that may end
+    /// the lifecycle as `Abandoned` (at or past the deadline) reports them. Otherwise a
+    /// driver may leave [`SessionCensus::live`] empty and count every live session in
+    /// [`SessionCensus::live_unnamed`] — the census only tells whether anything is live —
+    /// which spares walking every live session at each stop.
+    pub fn census_needs_names(&self, now: Instant) -> bool {
+        match &self.phase {
+            Phase::Draining(d) => d.deadline.is_some_and(|deadline| now >= deadline),
+            _ => false,
+        }
+    }
+
     /// The driver's census of the sessions, taken at `now`: after an [`Action::Census`], or
     /// when the driver saw the last session end after admission closed.
     ///
