@@ -290,6 +290,19 @@ impl Sessions {
         (drained, name)
     }
 
+    /// Ends a named session normally: the common named path, without the panic
+    /// bookkeeping. Returns whether that drained the gate.
+    fn end_named(&self, key: usize) -> bool {
+        let mut registry = lock(&self.registry);
+        let entry = registry.named.try_remove(key);
+        // Under the registry lock, so a census sees the name and the count agree.
+        let drained = self.gate.exit();
+        drop(registry);
+        // The name (an owned `String`, maybe) is freed outside the lock.
+        drop(entry);
+        drained
+    }
+
     /// Closes admission. Returns whether nothing was live at that moment.
     pub(crate) fn close(&self) -> bool {
         self.gate.close()
@@ -496,15 +509,22 @@ impl Session {
     #[inline(never)]
     fn end_slow(&mut self, panic: Option<Option<String>>) {
         let key = std::mem::replace(&mut self.key, ENDED);
-        let panicked = panic.is_some();
-        let message = panic.clone().flatten();
-        let (drained, name) = self.shared.sessions.end(key, panic);
-        if panicked {
-            complain::session_panicked(name.as_deref(), message.as_deref());
-        }
+        let drained = match panic {
+            None => self.shared.sessions.end_named(key),
+            Some(message) => self.end_panicked(key, message),
+        };
         if drained {
             self.shared.sessions_drained();
         }
+    }
+
+    /// Ends the session as panicked, and complains. Returns whether that drained the gate.
+    #[cold]
+    fn end_panicked(&self, key: usize, message: Option<String>) -> bool {
+        let shown = message.clone();
+        let (drained, name) = self.shared.sessions.end(key, Some(message));
+        complain::session_panicked(name.as_deref(), shown.as_deref());
+        drained
     }
 }
 
