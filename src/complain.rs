@@ -39,6 +39,22 @@ pub(crate) fn service(name: &str, outcome: &ServiceOutcome) {
     });
 }
 
+pub(crate) fn restarting(
+    name: &str,
+    outcome: &ServiceOutcome,
+    attempt: u32,
+    after: std::time::Duration,
+) {
+    quietly(|| {
+        #[cfg(feature = "tracing")]
+        tracing::error!(target: "async_lifecycle", service = name, outcome = %outcome, attempt, after = ?after, "service ended uncleanly; restarting");
+        #[cfg(not(feature = "tracing"))]
+        stderr_line!(
+            "async-lifecycle: service \"{name}\" ended uncleanly: {outcome}; restart {attempt} in {after:?}"
+        );
+    });
+}
+
 pub(crate) fn sessions(sessions: &SessionReport) {
     for s in sessions.abandoned() {
         quietly(|| {

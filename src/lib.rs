@@ -159,8 +159,9 @@ pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use error::{Refused, ServiceError};
 pub use lifecycle::{Builder, DEFAULT_GRACE, Lifecycle, Wait, WeakLifecycle};
 pub use machine::{
-    FailurePolicy, NamedSession, PanickedSession, Report, ServiceOutcome, ServiceReport,
-    SessionReport, State, StopCause,
+    Backoff, ConfigError, FailurePolicy, NamedSession, PanickedSession, Report, Restart,
+    RestartIntensity, ServiceOptions, ServiceOutcome, ServiceReport, SessionReport, State,
+    StopCause,
 };
 pub use service::{ServiceResult, StopSignal};
 pub use session::{Session, SessionPanic};

@@ -13,7 +13,9 @@ use futures_util::future::AbortHandle;
 use futures_util::stream::FuturesUnordered;
 
 use crate::clock::{Clock, Sleep, SystemClock};
-use crate::machine::{Exit, FailurePolicy, Machine, Report, State, StopCause};
+use crate::machine::{
+    Exit, FailurePolicy, Machine, Report, RestartIntensity, ServiceOptions, State, StopCause,
+};
 use crate::service::{ServiceResult, ServiceTask, StopSignal, Task, Trigger, panic_text};
 use crate::session::{Session, refuse};
 use crate::shared::{Shared, Spawner};
@@ -127,7 +129,7 @@ impl Lifecycle {
     {
         let shared = self.shared();
         let (abort, registration) = AbortHandle::new_pair();
-        let id = shared.add_service(name.into(), abort)?;
+        let id = shared.add_service(name.into(), ServiceOptions::default(), abort, None)?;
         let stop = StopSignal::new(shared.clone());
         let body = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(stop))) {
             Ok(body) => body,
@@ -136,6 +138,86 @@ impl Lifecycle {
                 std::panic::resume_unwind(payload);
             }
         };
+        let task = ServiceTask::new(shared.clone(), id, body, registration);
+        shared.run(Task::Service(task));
+        Ok(())
+    }
+
+    /// Adds a supervised service: `factory` makes each run (it is called again for every
+    /// restart), and `options` say when it is restarted and how long it waits first.
+    ///
+    /// A run that ends while the lifecycle is running is restarted as its
+    /// [`Restart`](crate::Restart) policy says, after a [`Backoff`](crate::Backoff) wait
+    /// timed on the lifecycle's clock, unless that restart
+    /// would exceed the lifecycle's [`RestartIntensity`]: then the lifecycle stops with
+    /// [`StopCause::RestartIntensity`] (exit status 1). Every unclean run is complained
+    /// about. Once the stop is requested nothing is restarted, and a service waiting for its
+    /// restart is stopped at once (it ends as its last run did). The report gives each
+    /// service's [`attempts`](crate::ServiceReport::attempts) and
+    /// [`last_failure`](crate::ServiceReport::last_failure).
+    ///
+    /// The backoff waits are driven by [`wait`](Lifecycle::wait), like the grace deadline:
+    /// poll it (on any executor) for restarts to happen.
+    ///
+    /// # Errors
+    ///
+    /// As [`service`](Lifecycle::service); `factory` is not called then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_lifecycle::{Backoff, Lifecycle, ManualClock, Restart, ServiceOptions, StopCause};
+    ///
+    /// let clock = ManualClock::new();
+    /// let lc = Lifecycle::builder().clock(clock.clone()).build();
+    /// let options = ServiceOptions::new()
+    ///     .restart(Restart::OnFailure)
+    ///     .backoff(Backoff::new(Duration::from_secs(1), Duration::from_secs(8))?.without_jitter());
+    /// lc.service_with("flaky", options, |_stop| async { Err::<(), _>("connection refused") })?;
+    ///
+    /// let mut pool = futures::executor::LocalPool::new();
+    /// use futures::task::LocalSpawnExt;
+    /// let wait = pool.spawner().spawn_local_with_handle(lc.wait()).unwrap();
+    /// pool.run_until_stalled();
+    /// for wait_secs in [1, 2, 4, 8, 8] {
+    ///     clock.advance(Duration::from_secs(wait_secs)); // each restart fails at once
+    ///     pool.run_until_stalled();
+    /// }
+    /// let report = pool.run_until(wait);
+    /// assert!(matches!(report.cause(), Some(StopCause::RestartIntensity { restarts: 6, .. })));
+    /// assert_eq!(report.service("flaky").unwrap().restarts(), 5);
+    /// assert_eq!(report.exit_code(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn service_with<F, Fut>(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        options: ServiceOptions,
+        mut factory: F,
+    ) -> Result<(), ServiceError>
+    where
+        F: FnMut(StopSignal) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: ServiceResult,
+    {
+        use futures_util::FutureExt;
+        let shared = self.shared();
+        let (abort, registration) = AbortHandle::new_pair();
+        let id = shared.add_service(name.into(), options, abort, None)?;
+        let stop = StopSignal::new(shared.clone());
+        let body = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(stop))) {
+            Ok(body) => body,
+            Err(payload) => {
+                shared.service_exited(id, Exit::Panic(panic_text(&*payload)));
+                std::panic::resume_unwind(payload);
+            }
+        };
+        // The next runs come from the factory: hand it to the lifecycle.
+        shared.set_factory(
+            id,
+            Box::new(move |stop| Box::pin(factory(stop).map(ServiceResult::into_exit))),
+        );
         let task = ServiceTask::new(shared.clone(), id, body, registration);
         shared.run(Task::Service(task));
         Ok(())
@@ -460,6 +542,8 @@ pub struct Builder {
     /// spawner, used where `.clock(..)` / `.spawner(..)` did not choose.
     runtime: Option<(&'static str, Arc<dyn Clock>, Option<Spawner>)>,
     policy: FailurePolicy,
+    intensity: RestartIntensity,
+    seed: Option<u64>,
 }
 
 impl Builder {
@@ -470,7 +554,25 @@ impl Builder {
             spawner: None,
             runtime: None,
             policy: FailurePolicy::default(),
+            intensity: RestartIntensity::DEFAULT,
+            seed: None,
         }
+    }
+
+    /// How many restarts of supervised services ([`Lifecycle::service_with`]) the lifecycle
+    /// tolerates within a window before it stops with [`StopCause::RestartIntensity`]
+    /// (default [`RestartIntensity::DEFAULT`]: more than 5 within 60 s).
+    pub fn restart_intensity(mut self, intensity: RestartIntensity) -> Self {
+        self.intensity = intensity;
+        self
+    }
+
+    /// Seeds the random source of the restart backoffs' jitter, for runs that repeat
+    /// exactly (with a [`ManualClock`](crate::ManualClock)). Without it the seed comes from
+    /// the standard library's per-process hashing keys.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
     }
 
     /// Chooses a runtime's clock and spawner (for the runtime extension traits). An explicit
@@ -546,7 +648,12 @@ impl Builder {
             .or(runtime_clock)
             .unwrap_or_else(|| Arc::new(SystemClock::new()));
         let spawner = self.spawner.or(runtime_spawner);
-        let machine = Machine::new(clock.now(), self.grace, self.policy);
+        let mut machine = Machine::new(clock.now(), self.grace, self.policy);
+        machine.set_restart_intensity(self.intensity);
+        machine.set_seed(self.seed.unwrap_or_else(|| {
+            use std::hash::{BuildHasher, RandomState};
+            RandomState::new().hash_one(0x5EED_u64)
+        }));
         let shared = Arc::new(Shared::new(machine, clock, spawner));
         Lifecycle {
             owner: Arc::new(Owner { shared }),
@@ -566,6 +673,8 @@ impl fmt::Debug for Builder {
             )
             .field("runtime", &self.runtime.as_ref().map(|(name, ..)| *name))
             .field("policy", &self.policy)
+            .field("intensity", &self.intensity)
+            .field("seed", &self.seed)
             .finish()
     }
 }
@@ -603,9 +712,12 @@ impl Future for Wait {
             if shared.finished.is_fired() {
                 continue;
             }
-            // Register before looking at the deadline, so a stop in between is not missed.
-            let draining = shared.stop.poll_wait(&mut this.stop_key, cx).is_ready();
-            if let (true, Some(deadline)) = (draining, shared.deadline()) {
+            // Register before looking at the next timeout, so a stop in between (which arms
+            // the deadline) is not missed; a restart scheduled in between wakes the queue's
+            // drivers, registered above.
+            let _ = shared.stop.poll_wait(&mut this.stop_key, cx);
+            // The grace deadline while draining, the earliest due restart while running.
+            if let Some(deadline) = shared.deadline() {
                 let sleep = match &mut this.sleep {
                     Some((armed, sleep)) if *armed == deadline => sleep,
                     slot => {

@@ -68,7 +68,7 @@ pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-type Body = Pin<Box<dyn Future<Output = Exit> + Send>>;
+pub(crate) type Body = Pin<Box<dyn Future<Output = Exit> + Send>>;
 
 /// A service's future as the lifecycle drives it: abortable, panic-catching, and reporting
 /// its exit exactly once — even when it is dropped unfinished.
@@ -88,6 +88,23 @@ impl ServiceTask {
         registration: futures_util::future::AbortRegistration,
     ) -> Self {
         let body: Body = Box::pin(body.map(ServiceResult::into_exit));
+        ServiceTask {
+            shared,
+            id: Some(id),
+            body: Some(Abortable::new(
+                AssertUnwindSafe(body).catch_unwind(),
+                registration,
+            )),
+        }
+    }
+
+    /// A run made by a restartable service's factory (its output already an [`Exit`]).
+    pub(crate) fn from_exit(
+        shared: Arc<Shared>,
+        id: ServiceId,
+        body: Body,
+        registration: futures_util::future::AbortRegistration,
+    ) -> Self {
         ServiceTask {
             shared,
             id: Some(id),

@@ -27,8 +27,9 @@ use crate::ServiceError;
 use crate::clock::Clock;
 use crate::complain::{self, quietly};
 use crate::loom::{AtomicBool, Mutex, Ordering, lock};
+use crate::machine::ServiceOptions;
 use crate::machine::{Action, Exit, Machine, Report, ServiceId, State, StopCause};
-use crate::service::Task;
+use crate::service::{ServiceTask, StopSignal, Task, panic_text};
 use crate::session::Sessions;
 use crate::snapshot::{ServiceSnapshot, Snapshot};
 use crate::sync::{Broadcast, Queue};
@@ -37,11 +38,25 @@ use crate::sync::{Broadcast, Queue};
 pub(crate) type Spawner =
     Arc<dyn Fn(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync>;
 
-#[derive(Debug)]
+/// Makes a restartable service's next run.
+pub(crate) type Factory =
+    Box<dyn FnMut(StopSignal) -> std::pin::Pin<Box<dyn Future<Output = Exit> + Send>> + Send>;
+
 struct Core {
     machine: Machine,
-    /// Abort handles of the services, by service index.
+    /// Abort handles of the services' current runs, by service index.
     aborts: Vec<AbortHandle>,
+    /// The factories of restartable services, by service index (`None`: run once, or taken
+    /// out while it makes a run, outside this lock).
+    factories: Vec<Option<Factory>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("machine", &self.machine)
+            .finish_non_exhaustive()
+    }
 }
 
 pub(crate) struct Shared {
@@ -77,6 +92,10 @@ impl std::fmt::Debug for Shared {
 struct Effects {
     fire_stop: bool,
     complaints: Vec<Action>,
+    /// Services whose next run is due.
+    starts: Vec<ServiceId>,
+    /// A restart was scheduled: the drivers' next timeout moved.
+    rescheduled: bool,
     /// The report, when the machine ended in this settle.
     finished: Option<Report>,
     aborts: Vec<AbortHandle>,
@@ -93,6 +112,7 @@ impl Shared {
             core: Mutex::new(Core {
                 machine,
                 aborts: Vec::new(),
+                factories: Vec::new(),
             }),
             clock,
             spawner,
@@ -101,7 +121,7 @@ impl Shared {
     }
 
     /// Applies `input` to the machine at the clock's `now`, then carries out every action.
-    pub(crate) fn apply<R>(&self, input: impl FnOnce(&mut Machine, Instant) -> R) -> R {
+    pub(crate) fn apply<R>(self: &Arc<Self>, input: impl FnOnce(&mut Machine, Instant) -> R) -> R {
         let now = self.clock.now();
         let mut effects = Effects::default();
         let result;
@@ -118,15 +138,53 @@ impl Shared {
     pub(crate) fn add_service(
         &self,
         name: Cow<'static, str>,
+        options: ServiceOptions,
         abort: AbortHandle,
+        factory: Option<Factory>,
     ) -> Result<ServiceId, ServiceError> {
         let now = self.clock.now();
         let mut core = lock(&self.core);
-        let id = core.machine.add_service(now, name)?;
+        let id = core.machine.add_service_with(now, name, options)?;
         // Under the same lock that assigned the id, so indices line up. Adding a service
         // queues no action.
         core.aborts.push(abort);
+        core.factories.push(factory);
         Ok(id)
+    }
+
+    /// Hands the lifecycle a restartable service's factory, for its next runs.
+    pub(crate) fn set_factory(&self, id: ServiceId, factory: Factory) {
+        lock(&self.core).factories[id.0] = Some(factory);
+    }
+
+    /// Starts a restartable service's next run: its factory is called outside every lock.
+    fn start_run(self: &Arc<Self>, id: ServiceId) {
+        let Some(mut factory) = lock(&self.core).factories[id.0].take() else {
+            return;
+        };
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            factory(StopSignal::new(self.clone()))
+        }));
+        let (abort, registration) = AbortHandle::new_pair();
+        {
+            let mut core = lock(&self.core);
+            core.factories[id.0] = Some(factory);
+            core.aborts[id.0] = abort.clone();
+            if core.machine.state().is_terminal() {
+                // Ended while the factory ran: the run is cancelled before it starts.
+                abort.abort();
+            }
+        }
+        match made {
+            Ok(body) => self.run(Task::Service(ServiceTask::from_exit(
+                self.clone(),
+                id,
+                body,
+                registration,
+            ))),
+            // The factory itself panicked: that run ended by a panic (maybe restarted).
+            Err(payload) => self.service_exited(id, Exit::Panic(panic_text(&*payload))),
+        }
     }
 
     pub(crate) fn state(&self) -> State {
@@ -146,7 +204,7 @@ impl Shared {
     }
 
     /// Forwards the first poll of the first `Wait` (the machine asks "anything to run?" once).
-    pub(crate) fn wait_started(&self) {
+    pub(crate) fn wait_started(self: &Arc<Self>) {
         // Relaxed: only this flag's own value matters, and `swap` is atomic on it. The load
         // first keeps every later poll free of a read-modify-write.
         if !self.wait_seen.load(Ordering::Relaxed) && !self.wait_seen.swap(true, Ordering::Relaxed)
@@ -155,17 +213,17 @@ impl Shared {
         }
     }
 
-    pub(crate) fn timeout(&self) {
+    pub(crate) fn timeout(self: &Arc<Self>) {
         self.apply(Machine::handle_timeout);
     }
 
-    pub(crate) fn service_exited(&self, id: ServiceId, exit: Exit) {
+    pub(crate) fn service_exited(self: &Arc<Self>, id: ServiceId, exit: Exit) {
         self.apply(|m, now| m.service_exited(now, id, exit));
     }
 
     /// Called by whoever saw the last session end after admission closed: forwards a census.
     #[cold]
-    pub(crate) fn sessions_drained(&self) {
+    pub(crate) fn sessions_drained(self: &Arc<Self>) {
         self.apply(|m, now| {
             let census = self.sessions.census(now, m.census_needs_names(now));
             m.handle_census(now, census)
@@ -215,6 +273,11 @@ impl Shared {
                     core.machine.handle_census(now, census);
                 }
                 Action::Complain { .. } => effects.complaints.push(action),
+                Action::Restarting { .. } => {
+                    effects.rescheduled = true;
+                    effects.complaints.push(action);
+                }
+                Action::Start { service } => effects.starts.push(service),
                 Action::Abandon => effects.aborts = core.aborts.clone(),
                 Action::Finish => effects.finished = core.machine.report().cloned(),
             }
@@ -222,14 +285,29 @@ impl Shared {
     }
 
     /// Carries out what a settle decided, outside `core`; see the module docs for the order.
-    fn carry_out(&self, effects: Effects) {
+    fn carry_out(self: &Arc<Self>, effects: Effects) {
         if effects.fire_stop {
             self.stop.fire();
         }
         for action in &effects.complaints {
-            if let Action::Complain { name, outcome, .. } = action {
-                complain::service(name, outcome);
+            match action {
+                Action::Complain { name, outcome, .. } => complain::service(name, outcome),
+                Action::Restarting {
+                    name,
+                    outcome,
+                    attempt,
+                    after,
+                    ..
+                } => complain::restarting(name, outcome, *attempt, *after),
+                _ => {}
             }
+        }
+        for id in effects.starts {
+            self.start_run(id);
+        }
+        if effects.rescheduled {
+            // A `Wait` arms its timer for the earliest due restart: wake it to look again.
+            self.queue.wake_drivers();
         }
         let Some(report) = effects.finished else {
             return;

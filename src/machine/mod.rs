@@ -68,9 +68,12 @@
 //!   [`ServiceOutcome::Abandoned`] if it was still running when the lifecycle gave up.
 
 mod report;
+mod supervise;
 
 pub(crate) use report::shown;
 pub use report::{NamedSession, PanickedSession, Report, ServiceReport, SessionReport};
+pub(crate) use supervise::Rng;
+pub use supervise::{Backoff, ConfigError, Restart, RestartIntensity, ServiceOptions};
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -131,6 +134,16 @@ pub enum StopCause {
         /// The service's name.
         service: Cow<'static, str>,
     },
+    /// A restart storm: more restarts than the [`RestartIntensity`] allows within its
+    /// window; `service` is the one whose failure tripped it.
+    RestartIntensity {
+        /// The service whose restart would have exceeded the intensity.
+        service: Cow<'static, str>,
+        /// Restarts counted within the window, the refused one included.
+        restarts: u32,
+        /// The window.
+        within: Duration,
+    },
     /// The stop was forced before anyone asked for a graceful one.
     Forced,
     /// Every `Lifecycle` handle was dropped without a stop being requested.
@@ -148,6 +161,15 @@ impl fmt::Display for StopCause {
             StopCause::ServiceEnded { service } => {
                 write!(f, "service \"{service}\" ended uncleanly")
             }
+            StopCause::RestartIntensity {
+                service,
+                restarts,
+                within,
+            } => write!(
+                f,
+                "restart intensity exceeded: service \"{service}\" would be the {restarts}th \
+                 restart within {within:?}"
+            ),
             StopCause::Forced => f.write_str("forced"),
             StopCause::HandlesDropped => f.write_str("every lifecycle handle was dropped"),
             StopCause::NothingToRun => {
@@ -263,6 +285,26 @@ pub enum Action {
         /// How it ended.
         outcome: ServiceOutcome,
     },
+    /// A service ended while running and will be started again after `after` (its
+    /// `attempt`th restart): complain loudly about how it ended; a
+    /// [`Start`](Action::Start) follows once the wait is over.
+    Restarting {
+        /// The service.
+        service: ServiceId,
+        /// Its name.
+        name: Cow<'static, str>,
+        /// How its run ended.
+        outcome: ServiceOutcome,
+        /// Which restart this is (1 for the first).
+        attempt: u32,
+        /// The wait before it.
+        after: Duration,
+    },
+    /// Start the service's next run (from its factory).
+    Start {
+        /// The service.
+        service: ServiceId,
+    },
     /// The lifecycle gave up: cancel the services still running. The sessions live at the
     /// census it gave up on are in the report ([`SessionReport::abandoned`]).
     Abandon,
@@ -322,8 +364,26 @@ impl SessionCensus {
 #[derive(Debug)]
 struct ServiceEntry {
     name: Cow<'static, str>,
+    options: ServiceOptions,
     started: Instant,
+    /// When the current run started.
+    run_started: Instant,
+    /// Runs started (1 + restarts).
+    attempts: u32,
+    /// Consecutive restarts since the last stable run (the backoff's exponent).
+    streak: u32,
+    /// How the last run ended, while waiting for a restart (and after).
+    last_outcome: Option<ServiceOutcome>,
+    /// While waiting for a restart: when it is due.
+    backoff_until: Option<Instant>,
     ended: Option<(Instant, ServiceOutcome)>,
+}
+
+impl ServiceEntry {
+    /// Running, or waiting for a restart: not ended yet.
+    fn is_live(&self) -> bool {
+        self.ended.is_none()
+    }
 }
 
 /// Where the machine is, with the data valid only there.
@@ -383,6 +443,10 @@ pub struct Machine {
     wait_seen: bool,
     /// Stop triggers registered (futures that will stop the lifecycle): something to wait for.
     triggers: usize,
+    intensity: RestartIntensity,
+    /// When each restart within the intensity's window happened, oldest first.
+    restarts: VecDeque<Instant>,
+    rng: Rng,
     actions: VecDeque<Action>,
 }
 
@@ -400,8 +464,22 @@ impl Machine {
             services: Vec::new(),
             wait_seen: false,
             triggers: 0,
+            intensity: RestartIntensity::DEFAULT,
+            restarts: VecDeque::new(),
+            rng: Rng::new(0x5EED),
             actions: VecDeque::new(),
         }
+    }
+
+    /// Sets how many restarts are tolerated within a window (default
+    /// [`RestartIntensity::DEFAULT`]).
+    pub fn set_restart_intensity(&mut self, intensity: RestartIntensity) {
+        self.intensity = intensity;
+    }
+
+    /// Seeds the random source of the backoffs' jitter.
+    pub fn set_seed(&mut self, seed: u64) {
+        self.rng = Rng::new(seed);
     }
 
     /// The current state.
@@ -456,17 +534,42 @@ impl Machine {
         (entry.started, entry.ended.as_ref())
     }
 
-    /// Registers a service that starts running at `now`.
+    /// A service's runs so far (1 + restarts), and when its restart is due if it is waiting
+    /// for one.
+    ///
+    /// # Panics
+    ///
+    /// If `id` was not returned by this machine's [`add_service`](Self::add_service).
+    pub fn service_restarts(&self, id: ServiceId) -> (u32, Option<Instant>) {
+        let entry = &self.services[id.0];
+        (entry.attempts, entry.backoff_until)
+    }
+
+    /// Registers a service that starts running at `now`, never restarted.
+    ///
+    /// # Errors
+    ///
+    /// See [`add_service_with`](Self::add_service_with).
+    pub fn add_service(
+        &mut self,
+        now: Instant,
+        name: impl Into<Cow<'static, str>>,
+    ) -> Result<ServiceId, ServiceError> {
+        self.add_service_with(now, name, ServiceOptions::default())
+    }
+
+    /// Registers a service that starts running at `now`, supervised as `options` say.
     ///
     /// # Errors
     ///
     /// [`ServiceError::Refused`] once the machine has left `Running` (a service cannot be
     /// started while the program is stopping), and [`ServiceError::DuplicateName`] when a
     /// service of that name was already added: names identify services in the report.
-    pub fn add_service(
+    pub fn add_service_with(
         &mut self,
         now: Instant,
         name: impl Into<Cow<'static, str>>,
+        options: ServiceOptions,
     ) -> Result<ServiceId, ServiceError> {
         match self.state() {
             State::Running => {}
@@ -482,7 +585,13 @@ impl Machine {
         let id = ServiceId(self.services.len());
         self.services.push(ServiceEntry {
             name,
+            options,
             started: now,
+            run_started: now,
+            attempts: 1,
+            streak: 0,
+            last_outcome: None,
+            backoff_until: None,
             ended: None,
         });
         Ok(id)
@@ -501,6 +610,17 @@ impl Machine {
             forced: false,
             sessions_drained: false,
         });
+        // A service waiting for its restart is stopped at once, and never restarted: it ends
+        // as its last run did.
+        for entry in &mut self.services {
+            if entry.backoff_until.take().is_some() {
+                let outcome = entry
+                    .last_outcome
+                    .clone()
+                    .unwrap_or(ServiceOutcome::Dropped);
+                entry.ended = Some((now, outcome));
+            }
+        }
         self.actions.push_back(Action::Drain);
         // One census after admission closed: it finds the sessions drained (or, with a zero
         // grace, it is also the deadline's census).
@@ -619,6 +739,10 @@ impl Machine {
             (Exit::Panic(payload), _) => ServiceOutcome::Panicked(payload),
             (Exit::Dropped, _) => ServiceOutcome::Dropped,
         };
+        if state == State::Running && self.restarts_after(id, &outcome) {
+            self.restart(now, id, outcome);
+            return;
+        }
         let entry = &mut self.services[id.0];
         entry.ended = Some((now, outcome.clone()));
         if !outcome.is_clean() {
@@ -635,25 +759,101 @@ impl Machine {
         }
         // The last service ended after the sessions drained: one last census for the report.
         if let Phase::Draining(d) = &self.phase {
-            if d.sessions_drained && self.services.iter().all(|s| s.ended.is_some()) {
+            if d.sessions_drained && self.services.iter().all(|s| !s.is_live()) {
                 self.actions.push_back(Action::Census);
             }
         }
     }
 
-    /// The next instant at which [`handle_timeout`](Self::handle_timeout) must be called:
-    /// the grace deadline while draining, `None` otherwise.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        match &self.phase {
-            Phase::Draining(d) => d.deadline,
-            _ => None,
+    /// Whether a run that ended with `outcome` while running is restarted, by its policy.
+    fn restarts_after(&self, id: ServiceId, outcome: &ServiceOutcome) -> bool {
+        match self.services[id.0].options.restart_policy() {
+            Restart::Never => false,
+            Restart::OnFailure => matches!(
+                outcome,
+                ServiceOutcome::Failed(_) | ServiceOutcome::Panicked(_)
+            ),
+            // A run dropped by its driver is not a run that ended: the driver went away.
+            Restart::Always => !matches!(outcome, ServiceOutcome::Dropped),
         }
     }
 
-    /// Tells the machine the time is `now`. At or past the deadline, a census is asked for:
+    /// Schedules the restart of a service whose run ended with `outcome` at `now` — unless
+    /// that restart would exceed the restart intensity: then the service ends with that
+    /// outcome and the lifecycle stops with [`StopCause::RestartIntensity`].
+    fn restart(&mut self, now: Instant, id: ServiceId, outcome: ServiceOutcome) {
+        let window = self.intensity.within();
+        while self
+            .restarts
+            .front()
+            .is_some_and(|&at| now.saturating_duration_since(at) >= window)
+        {
+            self.restarts.pop_front();
+        }
+        self.restarts.push_back(now);
+        let entry = &mut self.services[id.0];
+        let counted = u32::try_from(self.restarts.len()).unwrap_or(u32::MAX);
+        if counted > self.intensity.max_restarts() {
+            entry.ended = Some((now, outcome.clone()));
+            entry.last_outcome = Some(outcome.clone());
+            self.actions.push_back(Action::Complain {
+                service: id,
+                name: entry.name.clone(),
+                outcome,
+            });
+            let cause = StopCause::RestartIntensity {
+                service: entry.name.clone(),
+                restarts: counted,
+                within: window,
+            };
+            self.stop(now, cause);
+            return;
+        }
+        let backoff = entry.options.backoff_policy();
+        if now.saturating_duration_since(entry.run_started) >= backoff.stable() {
+            entry.streak = 0;
+        }
+        entry.streak = entry.streak.saturating_add(1);
+        let after = backoff.delay(entry.streak, self.rng.next());
+        entry.backoff_until = Some(now + after);
+        entry.last_outcome = Some(outcome.clone());
+        self.actions.push_back(Action::Restarting {
+            service: id,
+            name: entry.name.clone(),
+            outcome,
+            attempt: entry.attempts,
+            after,
+        });
+    }
+
+    /// The next instant at which [`handle_timeout`](Self::handle_timeout) must be called:
+    /// the earliest restart due while running, the grace deadline while draining, `None`
+    /// otherwise.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Running { .. } => self.services.iter().filter_map(|s| s.backoff_until).min(),
+            Phase::Draining(d) => d.deadline,
+            Phase::Ended(_) => None,
+        }
+    }
+
+    /// Tells the machine the time is `now`. While running, every service whose restart is
+    /// due gets an [`Action::Start`]. At or past the deadline, a census is asked for:
     /// it decides between `Terminated` (nothing left) and `Abandoned` (every running service
     /// and live session is given up on, and named).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Phase::Running { .. } = self.phase {
+            for (index, entry) in self.services.iter_mut().enumerate() {
+                if entry.backoff_until.is_some_and(|due| due <= now) {
+                    entry.backoff_until = None;
+                    entry.attempts = entry.attempts.saturating_add(1);
+                    entry.run_started = now;
+                    self.actions.push_back(Action::Start {
+                        service: ServiceId(index),
+                    });
+                }
+            }
+        }
         if let Phase::Draining(d) = &self.phase {
             if d.deadline.is_some_and(|deadline| now >= deadline) {
                 self.actions.push_back(Action::Census);
@@ -705,6 +905,8 @@ impl Machine {
                     entry.name.clone(),
                     outcome,
                     at.saturating_duration_since(entry.started),
+                    entry.attempts,
+                    entry.last_outcome.clone(),
                 )
             })
             .collect();

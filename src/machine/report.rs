@@ -180,13 +180,17 @@ impl fmt::Display for Report {
                 .unwrap_or(0);
             for s in &self.inner.services {
                 let mark = if s.outcome.is_clean() { "ok  " } else { "FAIL" };
-                writeln!(
+                write!(
                     f,
-                    "  {mark} {:width$}  {}  (ran {:.3?})",
+                    "  {mark} {:width$}  {}  (ran {:.3?}",
                     shown(&s.name),
                     s.outcome,
                     s.ran
                 )?;
+                match (&s.last_failure, s.restarts()) {
+                    (Some(last), n) if n > 0 => writeln!(f, "; restarted {n}×, last: {last})")?,
+                    _ => writeln!(f, ")")?,
+                }
             }
         }
         let n = &self.inner.sessions;
@@ -229,11 +233,41 @@ pub struct ServiceReport {
     name: Cow<'static, str>,
     outcome: ServiceOutcome,
     ran: Duration,
+    attempts: u32,
+    last_failure: Option<ServiceOutcome>,
 }
 
 impl ServiceReport {
-    pub(crate) fn new(name: Cow<'static, str>, outcome: ServiceOutcome, ran: Duration) -> Self {
-        ServiceReport { name, outcome, ran }
+    pub(crate) fn new(
+        name: Cow<'static, str>,
+        outcome: ServiceOutcome,
+        ran: Duration,
+        attempts: u32,
+        last_failure: Option<ServiceOutcome>,
+    ) -> Self {
+        ServiceReport {
+            name,
+            outcome,
+            ran,
+            attempts,
+            last_failure,
+        }
+    }
+
+    /// How many runs it had: 1, plus one per restart.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// How many times it was restarted.
+    pub fn restarts(&self) -> u32 {
+        self.attempts.saturating_sub(1)
+    }
+
+    /// How its last restarted run ended (the error or panic that caused the last restart),
+    /// if it was ever restarted.
+    pub fn last_failure(&self) -> Option<&ServiceOutcome> {
+        self.last_failure.as_ref()
     }
 
     /// The service's name.

@@ -57,6 +57,17 @@ impl<T> Queue<T> {
             return Err(item);
         }
         inner.items.push(item);
+        self.wake(inner);
+        Ok(())
+    }
+
+    /// Wakes the registered drivers without pushing anything: something else they look at
+    /// changed (a restart was scheduled, so the next timeout moved).
+    pub(crate) fn wake_drivers(&self) {
+        self.wake(lock(&self.inner));
+    }
+
+    fn wake(&self, mut inner: crate::loom::MutexGuard<'_, Inner<T>>) {
         let mut drivers = inner.drivers.take_all();
         drop(inner);
         for ((), waker) in drivers.drain() {
@@ -67,7 +78,6 @@ impl<T> Queue<T> {
         if let Some(emptied) = drivers.emptied() {
             lock(&self.inner).drivers.recycle(emptied);
         }
-        Ok(())
     }
 
     /// Takes every queued item, and registers (or refreshes, under `key`) the caller's waker
