@@ -241,10 +241,13 @@ impl Shared {
                     let id = ServiceId(index);
                     let (started, ended) = m.service_status(id);
                     let until = ended.map_or(now, |(at, _)| *at);
+                    let (attempts, due) = m.service_restarts(id);
                     ServiceSnapshot::new(
                         m.service_name(id).to_owned(),
                         ended.map(|(_, outcome)| outcome.clone()),
                         until.saturating_duration_since(started),
+                        attempts.saturating_sub(1),
+                        due.map(|due| due.saturating_duration_since(now)),
                     )
                 })
                 .collect();

@@ -140,6 +140,13 @@ impl fmt::Display for Snapshot {
         }
         for s in &self.services {
             match &s.outcome {
+                None if s.restart_in.is_some() => write!(
+                    f,
+                    "; service {} restarting in {:.3?} (restart {})",
+                    shown(&s.name),
+                    s.restart_in.unwrap_or_default(),
+                    s.restarts + 1
+                )?,
                 None => write!(
                     f,
                     "; service {} running for {:.3?}",
@@ -159,15 +166,35 @@ pub struct ServiceSnapshot {
     name: String,
     outcome: Option<ServiceOutcome>,
     uptime: Duration,
+    restarts: u32,
+    restart_in: Option<Duration>,
 }
 
 impl ServiceSnapshot {
-    pub(crate) fn new(name: String, outcome: Option<ServiceOutcome>, uptime: Duration) -> Self {
+    pub(crate) fn new(
+        name: String,
+        outcome: Option<ServiceOutcome>,
+        uptime: Duration,
+        restarts: u32,
+        restart_in: Option<Duration>,
+    ) -> Self {
         ServiceSnapshot {
             name,
             outcome,
             uptime,
+            restarts,
+            restart_in,
         }
+    }
+
+    /// How many times it was restarted so far.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// While it waits for a restart (in backoff): how long until it starts again.
+    pub fn restart_in(&self) -> Option<Duration> {
+        self.restart_in
     }
 
     /// The service's name.
@@ -175,7 +202,7 @@ impl ServiceSnapshot {
         &self.name
     }
 
-    /// Whether it is still running.
+    /// Whether it has not ended: running, or waiting for a restart.
     pub fn is_running(&self) -> bool {
         self.outcome.is_none()
     }
