@@ -737,6 +737,10 @@ impl Future for Wait {
                     }
                     continue;
                 }
+            } else {
+                // Nothing to time (a restart started, or a stop with no deadline): no stale
+                // sleep stays registered with the clock.
+                this.sleep = None;
             }
             if shared.finished.is_fired() {
                 continue;

@@ -22,6 +22,8 @@ fn how() -> impl Strategy<Value = How> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => any::<bool>().prop_map(|honours_stop| Op::AddService { honours_stop }),
+        1 => (any::<bool>(), any::<bool>())
+            .prop_map(|(honours_stop, always)| Op::AddRestartable { honours_stop, always }),
         4 => any::<bool>().prop_map(|named| Op::BeginSession { named }),
         3 => any::<u8>().prop_map(|pick| Op::EndSession { pick }),
         1 => any::<u8>().prop_map(|pick| Op::PanicSession { pick }),
@@ -29,6 +31,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(|cause| Op::Stop { cause }),
         1 => Just(Op::Force),
         3 => (0u16..1000).prop_map(|millis| Op::Advance { millis }),
+        2 => (0u16..100).prop_map(|millis| Op::Advance { millis }),
         3 => Just(Op::Drive),
     ]
 }
@@ -47,18 +50,50 @@ fn config() -> impl Strategy<Value = Config> {
 fn setup() -> impl Strategy<Value = Vec<Op>> {
     let step = prop_oneof![
         any::<bool>().prop_map(|honours_stop| Op::AddService { honours_stop }),
+        (any::<bool>(), any::<bool>()).prop_map(|(honours_stop, always)| Op::AddRestartable {
+            honours_stop,
+            always
+        }),
         any::<bool>().prop_map(|named| Op::BeginSession { named }),
     ];
     prop_oneof![1 => Just(Vec::new()), 7 => prop::collection::vec(step, 1..5)]
 }
 
 fn schedule() -> impl Strategy<Value = Schedule> {
-    (config(), setup(), prop::collection::vec(op(), 0..48)).prop_map(|(config, setup, ops)| {
-        Schedule {
-            config,
-            ops: setup.into_iter().chain(ops).collect(),
-        }
+    let mixed = (config(), setup(), prop::collection::vec(op(), 0..48));
+    let storm = (
+        config(),
+        storm_setup(),
+        prop::collection::vec(storm_op(), 0..48),
+    );
+    // One schedule in four is a restart storm: restartable services failing again and again
+    // with short advances in between, so the backoff, the stable reset and the intensity are
+    // reached (the mixed schedules reach them rarely).
+    prop_oneof![3 => mixed, 1 => storm].prop_map(|(config, setup, ops)| Schedule {
+        config,
+        ops: setup.into_iter().chain(ops).collect(),
     })
+}
+
+fn storm_setup() -> impl Strategy<Value = Vec<Op>> {
+    let restartable =
+        (any::<bool>(), any::<bool>()).prop_map(|(honours_stop, always)| Op::AddRestartable {
+            honours_stop,
+            always,
+        });
+    prop::collection::vec(restartable, 1..3)
+}
+
+fn storm_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (any::<u8>(), how()).prop_map(|(pick, how)| Op::ServiceExit { pick, how }),
+        4 => (0u16..120).prop_map(|millis| Op::Advance { millis }),
+        4 => Just(Op::Drive),
+        1 => (0u16..400).prop_map(|millis| Op::Advance { millis }),
+        1 => any::<bool>().prop_map(|named| Op::BeginSession { named }),
+        1 => any::<u8>().prop_map(|pick| Op::EndSession { pick }),
+        1 => any::<u8>().prop_map(|cause| Op::Stop { cause }),
+    ]
 }
 
 /// At least 2,000 cases; `PROPTEST_CASES` raises (or lowers) it.
@@ -128,4 +163,39 @@ fn known_schedules_pass_and_their_reports_are_checked() {
         [("s0".to_owned(), std::time::Duration::from_secs(1))]
     );
     assert_eq!(report.exit_code, 2);
+}
+
+/// The generator reaches restarts: over the default number of cases, some schedules restart a
+/// service, and some trip the restart intensity (else the restart logic would go unchecked).
+#[test]
+fn generated_schedules_reach_restarts_and_the_intensity() {
+    use async_lifecycle::StopCause;
+    use proptest::strategy::ValueTree;
+    // A fixed seed: the figures describe the generator, not the luck of one run.
+    let mut runner = TestRunner::deterministic();
+    let (mut restarted, mut tripped, mut total) = (0, 0, 0);
+    for _ in 0..2_000 {
+        let schedule = schedule().new_tree(&mut runner).unwrap().current();
+        let mut model = common::model::Model::new(schedule.config);
+        for op in schedule.ops.iter().chain(check::EPILOGUE.iter()) {
+            model.apply(*op);
+        }
+        let report = model.report().expect("the epilogue ends every schedule");
+        total += 1;
+        if report.services.iter().any(|s| s.3 > 1) {
+            restarted += 1;
+        }
+        if matches!(report.cause, Some(StopCause::RestartIntensity { .. })) {
+            tripped += 1;
+        }
+    }
+    assert!(
+        restarted * 100 >= total * 5,
+        "only {restarted} of {total} schedules restart"
+    );
+    assert!(
+        tripped * 100 >= total,
+        "only {tripped} of {total} schedules trip the intensity"
+    );
+    eprintln!("{restarted} of {total} schedules restart a service, {tripped} trip the intensity");
 }

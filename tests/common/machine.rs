@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use async_lifecycle::machine::{Action, Exit, Machine, ServiceId, SessionCensus};
-use async_lifecycle::{NamedSession, PanickedSession, Refused, ServiceError};
+use async_lifecycle::{NamedSession, PanickedSession, Refused, ServiceError, ServiceOptions};
 
 use super::check::{Driver, Observation, Timer};
 use super::op::{self, Config, How, Op};
@@ -46,7 +46,11 @@ impl Driver for PureMachine {
         PureMachine {
             t0,
             now: t0,
-            machine: Machine::new(t0, config.grace.duration(), config.policy()),
+            machine: {
+                let mut machine = Machine::new(t0, config.grace.duration(), config.policy());
+                machine.set_restart_intensity(op::intensity());
+                machine
+            },
             services: Vec::new(),
             service_attempts: 0,
             session_attempts: 0,
@@ -61,12 +65,25 @@ impl Driver for PureMachine {
 
     fn apply(&mut self, op: Op) -> Option<Result<(), Refused>> {
         match op {
-            Op::AddService { honours_stop } => {
+            Op::AddService { .. } | Op::AddRestartable { .. } => {
+                let (honours_stop, options) = match op {
+                    Op::AddRestartable {
+                        honours_stop,
+                        always,
+                    } => (
+                        honours_stop,
+                        ServiceOptions::new()
+                            .restart(op::restart_policy(always))
+                            .backoff(op::backoff()),
+                    ),
+                    Op::AddService { honours_stop } => (honours_stop, ServiceOptions::new()),
+                    _ => unreachable!(),
+                };
                 let name = op::service_name(self.service_attempts);
                 self.service_attempts += 1;
                 let added = self
                     .machine
-                    .add_service(self.now, name)
+                    .add_service_with(self.now, name, options)
                     .map(|id| {
                         self.services.push(Service {
                             id,
@@ -209,6 +226,8 @@ impl PureMachine {
         while let Some(action) = self.machine.poll() {
             match action {
                 Action::Drain => self.closed = true,
+                // The next run of a restarted service: it takes commands again.
+                Action::Start { service } => self.services[service.index()].exited = false,
                 Action::Census => {
                     let census = self.census();
                     self.machine.handle_census(self.now, census);

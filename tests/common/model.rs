@@ -15,7 +15,15 @@ use super::op::{self, Config, How, Op};
 struct Service {
     name: String,
     honours_stop: bool,
+    /// `None`: never restarted; `Some(always)`: see `Op::AddRestartable`.
+    restart: Option<bool>,
     started: Duration,
+    run_started: Duration,
+    attempts: u32,
+    streak: u32,
+    last_outcome: Option<ServiceOutcome>,
+    /// While waiting for a restart: when it is due (no run is active then).
+    backoff_until: Option<Duration>,
     ended: Option<(Duration, ServiceOutcome)>,
 }
 
@@ -33,8 +41,15 @@ pub(crate) struct ModelReport {
     pub(crate) forced: bool,
     pub(crate) drained_in: Duration,
     pub(crate) lifetime: Duration,
-    /// Every service in the order added: name, outcome, how long it ran.
-    pub(crate) services: Vec<(String, ServiceOutcome, Duration)>,
+    /// Every service in the order added: name, outcome, how long it ran, runs, the last
+    /// restarted run's outcome.
+    pub(crate) services: Vec<(
+        String,
+        ServiceOutcome,
+        Duration,
+        u32,
+        Option<ServiceOutcome>,
+    )>,
     pub(crate) admitted: u64,
     pub(crate) completed: u64,
     pub(crate) refused: u64,
@@ -63,6 +78,8 @@ pub(crate) struct Model {
     admitted: u64,
     refused: u64,
     panicked: Vec<Option<String>>,
+    /// When each restart within the intensity's window happened.
+    restarts: Vec<Duration>,
     report: Option<ModelReport>,
     wait_polled: bool,
     wait_done: bool,
@@ -87,6 +104,7 @@ impl Model {
             admitted: 0,
             refused: 0,
             panicked: Vec::new(),
+            restarts: Vec::new(),
             report: None,
             wait_polled: false,
             wait_done: false,
@@ -109,9 +127,11 @@ impl Model {
         self.now
     }
 
-    /// The grace deadline while draining (what `Machine::poll_timeout` answers).
+    /// What `Machine::poll_timeout` answers: the earliest restart due while running, the
+    /// grace deadline while draining.
     pub(crate) fn deadline(&self) -> Option<Duration> {
         match self.state {
+            State::Running => self.services.iter().filter_map(|s| s.backoff_until).min(),
             State::Draining => self.deadline,
             _ => None,
         }
@@ -145,7 +165,11 @@ impl Model {
     /// Applies one operation. Returns what a `BeginSession` or `AddService` answered.
     pub(crate) fn apply(&mut self, op: Op) -> Option<Result<(), Refused>> {
         match op {
-            Op::AddService { honours_stop } => return Some(self.add_service(honours_stop)),
+            Op::AddService { honours_stop } => return Some(self.add_service(honours_stop, None)),
+            Op::AddRestartable {
+                honours_stop,
+                always,
+            } => return Some(self.add_service(honours_stop, Some(always))),
             Op::BeginSession { named } => return Some(self.begin_session(named)),
             Op::EndSession { pick } => self.end_session(pick, false),
             Op::PanicSession { pick } => self.end_session(pick, true),
@@ -178,7 +202,7 @@ impl Model {
         }
     }
 
-    fn add_service(&mut self, honours_stop: bool) -> Result<(), Refused> {
+    fn add_service(&mut self, honours_stop: bool, restart: Option<bool>) -> Result<(), Refused> {
         let n = self.service_attempts;
         self.service_attempts += 1;
         if self.state != State::Running {
@@ -187,7 +211,13 @@ impl Model {
         self.services.push(Service {
             name: op::service_name(n),
             honours_stop,
+            restart,
             started: self.now,
+            run_started: self.now,
+            attempts: 1,
+            streak: 0,
+            last_outcome: None,
+            backoff_until: None,
             ended: None,
         });
         Ok(())
@@ -225,7 +255,9 @@ impl Model {
     }
 
     fn service_exit(&mut self, index: usize, how: How) {
-        if self.state.is_terminal() || self.services[index].ended.is_some() {
+        let service = &self.services[index];
+        // A service waiting for its restart has no run to end.
+        if self.state.is_terminal() || service.ended.is_some() || service.backoff_until.is_some() {
             return;
         }
         // An exit at or after the deadline is too late: the deadline decides first.
@@ -239,6 +271,16 @@ impl Model {
             (How::Err, _) => ServiceOutcome::Failed(op::FAILURE.to_owned()),
             (How::Panic, _) => ServiceOutcome::Panicked(op::PANIC.to_owned()),
         };
+        let restarts = match (self.services[index].restart, &outcome) {
+            (None, _) => false,
+            (Some(always), ServiceOutcome::EndedEarly) => always,
+            (Some(_), ServiceOutcome::Failed(_) | ServiceOutcome::Panicked(_)) => true,
+            (Some(_), _) => false,
+        };
+        if self.state == State::Running && restarts {
+            self.restart(index, outcome);
+            return;
+        }
         let clean = outcome == ServiceOutcome::Stopped;
         self.services[index].ended = Some((self.now, outcome));
         if !clean && self.state == State::Running && !self.config.report_only {
@@ -248,9 +290,46 @@ impl Model {
         self.settle();
     }
 
+    /// A restartable run ended while running: schedule its next run after the backoff,
+    /// unless more than the intensity's restarts fall within its window.
+    fn restart(&mut self, index: usize, outcome: ServiceOutcome) {
+        let intensity = op::intensity();
+        let now = self.now;
+        self.restarts.retain(|&at| now - at < intensity.within());
+        self.restarts.push(now);
+        let count = self.restarts.len() as u32;
+        let service = &mut self.services[index];
+        service.last_outcome = Some(outcome.clone());
+        if count > intensity.max_restarts() {
+            service.ended = Some((now, outcome));
+            let cause = StopCause::RestartIntensity {
+                service: service.name.clone().into(),
+                restarts: count,
+                within: intensity.within(),
+            };
+            self.stop(cause);
+            return;
+        }
+        let backoff = op::backoff();
+        if now - service.run_started >= Duration::from_millis(200) {
+            service.streak = 0;
+        }
+        service.streak += 1;
+        // 10 ms, doubling, at most 80 ms: written out, not asked of the crate.
+        let wait = Duration::from_millis((10u64 << (service.streak - 1).min(4)).min(80));
+        debug_assert_eq!(wait, backoff.ceiling(service.streak));
+        service.backoff_until = Some(now + wait);
+    }
+
     fn stop(&mut self, cause: StopCause) {
         if self.state != State::Running {
             return;
+        }
+        // Waiting for a restart: stopped at once, ending as its last run did.
+        for service in &mut self.services {
+            if service.backoff_until.take().is_some() {
+                service.ended = Some((self.now, service.last_outcome.clone().expect("it ran")));
+            }
         }
         self.state = State::Draining;
         self.cause = Some(cause);
@@ -292,6 +371,16 @@ impl Model {
             }
         }
         self.timeout();
+        // While running, the timer starts every restart that is due.
+        if self.state == State::Running {
+            for service in &mut self.services {
+                if service.backoff_until.is_some_and(|due| due <= self.now) {
+                    service.backoff_until = None;
+                    service.attempts += 1;
+                    service.run_started = self.now;
+                }
+            }
+        }
         // `wait()` on a lifecycle with nothing to run stops it; only its first poll can see
         // that (nothing wakes it later while it runs without services).
         if self.state == State::Running
@@ -304,9 +393,9 @@ impl Model {
         if self.state.is_terminal() {
             self.wait_done = true;
             self.armed = None;
-        } else if let Some(deadline) = self.deadline() {
-            // Draining, deadline still ahead: the sleep is (still) registered.
-            self.armed = Some(deadline);
+        } else {
+            // The sleep `wait()` keeps registered: for the next timeout, or none.
+            self.armed = self.deadline();
         }
     }
 
@@ -341,19 +430,31 @@ impl Model {
             }
         }
         sort_abandoned(&mut abandoned);
-        let services: Vec<(String, ServiceOutcome, Duration)> = self
+        let services: Vec<(
+            String,
+            ServiceOutcome,
+            Duration,
+            u32,
+            Option<ServiceOutcome>,
+        )> = self
             .services
             .iter()
             .map(|s| {
                 let (at, outcome) = s.ended.clone().expect("every service ended");
-                (s.name.clone(), outcome, at - s.started)
+                (
+                    s.name.clone(),
+                    outcome,
+                    at - s.started,
+                    s.attempts,
+                    s.last_outcome.clone(),
+                )
             })
             .collect();
         let exit_code = if state == State::Abandoned {
             2
         } else if services
             .iter()
-            .any(|(_, o, _)| *o != ServiceOutcome::Stopped)
+            .any(|(_, o, ..)| *o != ServiceOutcome::Stopped)
         {
             1
         } else {
@@ -402,7 +503,15 @@ pub(crate) fn view(report: &async_lifecycle::Report) -> ModelReport {
         services: report
             .services()
             .iter()
-            .map(|s| (s.name().to_owned(), s.outcome().clone(), s.ran()))
+            .map(|s| {
+                (
+                    s.name().to_owned(),
+                    s.outcome().clone(),
+                    s.ran(),
+                    s.attempts(),
+                    s.last_failure().cloned(),
+                )
+            })
             .collect(),
         admitted: sessions.admitted(),
         completed: sessions.completed(),

@@ -37,6 +37,16 @@ pub(crate) enum Op {
         /// Whether the service returns when its stop signal fires.
         honours_stop: bool,
     },
+    /// Adds service `svc{n}` supervised with [`restart_policy`]`(always)` under
+    /// [`backoff`]: each run ends when told to (or, if it `honours_stop`, when its stop
+    /// fires); a run that ends while running is restarted after the backoff, unless that
+    /// exceeds [`intensity`].
+    AddRestartable {
+        /// Whether each run returns when its stop signal fires.
+        honours_stop: bool,
+        /// `Restart::Always` (an early `Ok` restarts too), else `Restart::OnFailure`.
+        always: bool,
+    },
     /// Begins a session: named `s{n}` (n counts the attempts), or unnamed.
     BeginSession {
         /// Whether the session is named.
@@ -165,3 +175,26 @@ pub(crate) fn session_name(n: usize) -> String {
 pub(crate) const FAILURE: &str = "planned failure";
 /// What a planned panic reports.
 pub(crate) const PANIC: &str = "planned panic";
+
+/// The restart policy of `Op::AddRestartable { always, .. }`.
+pub(crate) fn restart_policy(always: bool) -> async_lifecycle::Restart {
+    if always {
+        async_lifecycle::Restart::Always
+    } else {
+        async_lifecycle::Restart::OnFailure
+    }
+}
+
+/// The backoff of every restartable service: 10 ms doubling to 80 ms, no jitter (the model
+/// computes the same round numbers), a run of 200 ms is stable.
+pub(crate) fn backoff() -> async_lifecycle::Backoff {
+    async_lifecycle::Backoff::new(Duration::from_millis(10), Duration::from_millis(80))
+        .and_then(|b| b.stable_after(Duration::from_millis(200)))
+        .expect("a valid backoff")
+        .without_jitter()
+}
+
+/// The restart intensity of every schedule: more than 3 restarts within 1 s stop it.
+pub(crate) fn intensity() -> async_lifecycle::RestartIntensity {
+    async_lifecycle::RestartIntensity::new(3, Duration::from_secs(1)).expect("a valid intensity")
+}

@@ -64,8 +64,9 @@ pub(crate) struct Shell {
     lc: Lifecycle,
     pool: LocalPool,
     report: Rc<RefCell<Option<Report>>>,
-    /// One per admitted service, in order: how to tell it to end.
-    commands: Vec<Option<oneshot::Sender<How>>>,
+    /// One per admitted service, in order: how to tell its current run to end (empty
+    /// while no run waits for a command: ended, or waiting for a restart).
+    commands: Vec<Arc<std::sync::Mutex<Option<oneshot::Sender<How>>>>>,
     service_attempts: usize,
     session_attempts: usize,
     live: Vec<Session>,
@@ -84,6 +85,7 @@ impl Driver for Shell {
             uses: uses.clone(),
         };
         let lc = Lifecycle::builder()
+            .restart_intensity(op::intensity())
             .grace(config.grace.duration())
             .clock(watched)
             .on_service_failure(config.policy())
@@ -114,7 +116,11 @@ impl Driver for Shell {
     fn apply(&mut self, op: Op) -> Option<Result<(), Refused>> {
         self.uses.store(0, Ordering::Relaxed);
         match op {
-            Op::AddService { honours_stop } => return Some(self.add_service(honours_stop)),
+            Op::AddService { honours_stop } => return Some(self.add_service(honours_stop, None)),
+            Op::AddRestartable {
+                honours_stop,
+                always,
+            } => return Some(self.add_service(honours_stop, Some(always))),
             Op::BeginSession { named } => {
                 let n = self.session_attempts;
                 self.session_attempts += 1;
@@ -146,7 +152,8 @@ impl Driver for Shell {
             Op::ServiceExit { pick, how } => {
                 if !self.commands.is_empty() {
                     let index = usize::from(pick) % self.commands.len();
-                    if let Some(command) = self.commands[index].take() {
+                    let command = self.commands[index].lock().unwrap().take();
+                    if let Some(command) = command {
                         // Fails only if the service already ended; then nothing happens.
                         let _ = command.send(how);
                     }
@@ -176,12 +183,16 @@ impl Driver for Shell {
 }
 
 impl Shell {
-    fn add_service(&mut self, honours_stop: bool) -> Result<(), Refused> {
+    fn add_service(&mut self, honours_stop: bool, restart: Option<bool>) -> Result<(), Refused> {
         let name = op::service_name(self.service_attempts);
         self.service_attempts += 1;
-        let (tx, mut rx) = oneshot::channel::<How>();
-        self.lc
-            .service(name, move |mut stop| async move {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let commands = slot.clone();
+        // Each run makes its own command channel and leaves the sender in the slot.
+        let run = move |mut stop: async_lifecycle::StopSignal| {
+            let (tx, mut rx) = oneshot::channel::<How>();
+            *commands.lock().unwrap() = Some(tx);
+            async move {
                 // The command first, then (for a service that honours it) the stop signal.
                 let command = futures::future::poll_fn(|cx| {
                     if let Poll::Ready(command) = Pin::new(&mut rx).poll(cx) {
@@ -198,12 +209,22 @@ impl Shell {
                     Some(How::Err) => Err(op::FAILURE),
                     Some(How::Panic) => std::panic::panic_any(op::PANIC),
                 }
-            })
-            .map_err(|e| match e {
-                ServiceError::Refused(refused) => refused,
-                other => panic!("services are named uniquely, yet: {other}"),
-            })?;
-        self.commands.push(Some(tx));
+            }
+        };
+        let added = match restart {
+            None => self.lc.service(name, run),
+            Some(always) => {
+                let options = async_lifecycle::ServiceOptions::new()
+                    .restart(op::restart_policy(always))
+                    .backoff(op::backoff());
+                self.lc.service_with(name, options, run)
+            }
+        };
+        added.map_err(|e| match e {
+            ServiceError::Refused(refused) => refused,
+            other => panic!("services are named uniquely, yet: {other}"),
+        })?;
+        self.commands.push(slot);
         Ok(())
     }
 }
