@@ -131,6 +131,7 @@ pub mod async_io;
 pub mod clock;
 mod complain;
 mod error;
+mod event;
 mod lifecycle;
 mod loom;
 pub mod machine;
@@ -157,6 +158,7 @@ extern crate self as async_lifecycle;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use error::{Refused, ServiceError};
+pub use event::Event;
 pub use lifecycle::{Builder, DEFAULT_GRACE, Lifecycle, Wait, WeakLifecycle};
 pub use machine::{
     Backoff, ConfigError, FailurePolicy, NamedSession, PanickedSession, Report, Restart,

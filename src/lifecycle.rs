@@ -139,6 +139,8 @@ impl Lifecycle {
             }
         };
         let task = ServiceTask::new(shared.clone(), id, body, registration);
+        // Before it can run (on another thread) and end: `Started` comes first.
+        shared.started(id);
         shared.run(Task::Service(task));
         Ok(())
     }
@@ -219,6 +221,8 @@ impl Lifecycle {
             Box::new(move |stop| Box::pin(factory(stop).map(ServiceResult::into_exit))),
         );
         let task = ServiceTask::new(shared.clone(), id, body, registration);
+        // Before it can run (on another thread) and end: `Started` comes first.
+        shared.started(id);
         shared.run(Task::Service(task));
         Ok(())
     }
@@ -544,6 +548,7 @@ pub struct Builder {
     policy: FailurePolicy,
     intensity: RestartIntensity,
     seed: Option<u64>,
+    events: Option<crate::event::Hook>,
 }
 
 impl Builder {
@@ -556,7 +561,18 @@ impl Builder {
             policy: FailurePolicy::default(),
             intensity: RestartIntensity::DEFAULT,
             seed: None,
+            events: None,
         }
+    }
+
+    /// Calls `hook` with every [`Event`](crate::Event) — a service started, failed, is
+    /// restarting or was abandoned; the stop was requested; the lifecycle ended — on the
+    /// thread that caused it, outside the crate's locks. A hook that panics is ignored; one
+    /// that blocks delays only the thread that called into the lifecycle (never a `wait()`'s
+    /// report: `Ended` comes after it is published).
+    pub fn on_event(mut self, hook: impl Fn(&crate::Event<'_>) + Send + Sync + 'static) -> Self {
+        self.events = Some(Arc::new(hook));
+        self
     }
 
     /// How many restarts of supervised services ([`Lifecycle::service_with`]) the lifecycle
@@ -654,7 +670,7 @@ impl Builder {
             use std::hash::{BuildHasher, RandomState};
             RandomState::new().hash_one(0x5EED_u64)
         }));
-        let shared = Arc::new(Shared::new(machine, clock, spawner));
+        let shared = Arc::new(Shared::new(machine, clock, spawner, self.events));
         Lifecycle {
             owner: Arc::new(Owner { shared }),
         }
@@ -675,6 +691,7 @@ impl fmt::Debug for Builder {
             .field("policy", &self.policy)
             .field("intensity", &self.intensity)
             .field("seed", &self.seed)
+            .field("on_event", &self.events.is_some())
             .finish()
     }
 }

@@ -26,9 +26,10 @@ use futures_util::future::AbortHandle;
 use crate::ServiceError;
 use crate::clock::Clock;
 use crate::complain::{self, quietly};
+use crate::event::{self, Event, Hook};
 use crate::loom::{AtomicBool, Mutex, Ordering, lock};
-use crate::machine::ServiceOptions;
 use crate::machine::{Action, Exit, Machine, Report, ServiceId, State, StopCause};
+use crate::machine::{ServiceOptions, ServiceOutcome};
 use crate::service::{ServiceTask, StopSignal, Task, panic_text};
 use crate::session::Sessions;
 use crate::snapshot::{ServiceSnapshot, Snapshot};
@@ -75,6 +76,8 @@ pub(crate) struct Shared {
     pub(crate) spawner: Option<Spawner>,
     /// Services (and stop triggers) waiting for a driver, when there is no spawner.
     pub(crate) queue: Queue<Task>,
+    /// The hook of `Builder::on_event`.
+    events: Option<Hook>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -102,7 +105,12 @@ struct Effects {
 }
 
 impl Shared {
-    pub(crate) fn new(machine: Machine, clock: Arc<dyn Clock>, spawner: Option<Spawner>) -> Self {
+    pub(crate) fn new(
+        machine: Machine,
+        clock: Arc<dyn Clock>,
+        spawner: Option<Spawner>,
+        events: Option<Hook>,
+    ) -> Self {
         Shared {
             sessions: Sessions::new(),
             wait_seen: AtomicBool::new(false),
@@ -117,7 +125,24 @@ impl Shared {
             clock,
             spawner,
             queue: Queue::new(),
+            events,
         }
+    }
+
+    /// Emits `Event::Started` for a service's run that just started.
+    pub(crate) fn started(&self, id: ServiceId) {
+        let (name, attempt) = {
+            let core = lock(&self.core);
+            let name = core.machine.service_name(id).to_owned();
+            (name, core.machine.service_restarts(id).0)
+        };
+        event::emit(
+            self.events.as_ref(),
+            Event::Started {
+                service: &name,
+                attempt,
+            },
+        );
     }
 
     /// Applies `input` to the machine at the clock's `now`, then carries out every action.
@@ -176,12 +201,15 @@ impl Shared {
             }
         }
         match made {
-            Ok(body) => self.run(Task::Service(ServiceTask::from_exit(
-                self.clone(),
-                id,
-                body,
-                registration,
-            ))),
+            Ok(body) => {
+                self.started(id);
+                self.run(Task::Service(ServiceTask::from_exit(
+                    self.clone(),
+                    id,
+                    body,
+                    registration,
+                )));
+            }
             // The factory itself panicked: that run ended by a panic (maybe restarted).
             Err(payload) => self.service_exited(id, Exit::Panic(panic_text(&*payload))),
         }
@@ -289,19 +317,51 @@ impl Shared {
 
     /// Carries out what a settle decided, outside `core`; see the module docs for the order.
     fn carry_out(self: &Arc<Self>, effects: Effects) {
+        let hook = self.events.as_ref();
         if effects.fire_stop {
             self.stop.fire();
+            if let Some(cause) = self.cause() {
+                event::emit(hook, Event::StopRequested { cause });
+            }
         }
         for action in &effects.complaints {
             match action {
-                Action::Complain { name, outcome, .. } => complain::service(name, outcome),
+                Action::Complain { name, outcome, .. } => {
+                    complain::service(name, outcome);
+                    let event = if *outcome == ServiceOutcome::Abandoned {
+                        Event::Abandoned { service: name }
+                    } else {
+                        Event::Failed {
+                            service: name,
+                            outcome,
+                        }
+                    };
+                    event::emit(hook, event);
+                }
                 Action::Restarting {
                     name,
                     outcome,
                     attempt,
                     after,
                     ..
-                } => complain::restarting(name, outcome, *attempt, *after),
+                } => {
+                    complain::restarting(name, outcome, *attempt, *after);
+                    event::emit(
+                        hook,
+                        Event::Failed {
+                            service: name,
+                            outcome,
+                        },
+                    );
+                    event::emit(
+                        hook,
+                        Event::Restarting {
+                            service: name,
+                            attempt: *attempt,
+                            after: *after,
+                        },
+                    );
+                }
                 _ => {}
             }
         }
@@ -320,6 +380,14 @@ impl Shared {
             quietly(|| abort.abort());
         }
         self.finished.fire();
+        // After `finished`: a hook that blocks cannot keep a waiter from its report.
+        event::emit(
+            hook,
+            Event::Ended {
+                state: report.state(),
+                exit_code: report.exit_code(),
+            },
+        );
         // Services never picked up by a driver will never run now. Each reports itself
         // (ignored by an ended machine) and is dropped on its own, so one whose drop panics
         // does not keep the others alive.

@@ -348,3 +348,48 @@ fn bad_supervision_settings_are_typed_errors() {
         ConfigError::ZeroIntensity
     );
 }
+
+#[test]
+fn events_tell_the_story_of_a_restart_and_a_panicking_hook_breaks_nothing() {
+    use std::sync::Mutex;
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let mut h = Harness::new(Lifecycle::builder().on_event(move |event| {
+        log.lock().unwrap().push(event.to_string());
+        if matches!(event, async_lifecycle::Event::Restarting { .. }) {
+            panic!("planned: a hook that panics");
+        }
+    }));
+    let runs = Arc::new(AtomicU32::new(0));
+    let counter = runs.clone();
+    let options = ServiceOptions::new()
+        .restart(Restart::OnFailure)
+        .backoff(round_backoff());
+    h.lc.service_with("cache", options, move |stop| {
+        let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            if first {
+                return Err("cold start");
+            }
+            stop.await;
+            Ok(())
+        }
+    })
+    .unwrap();
+    let wait = h.wait();
+    h.advance(secs(1));
+    h.lc.stop("deploy");
+    let report = h.pool.run_until(wait);
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "service \"cache\" started (run 1)",
+            "service \"cache\" failed: cold start",
+            "service \"cache\" restarting in 1s (restart 1)",
+            "service \"cache\" started (run 2)",
+            "stop requested: requested: deploy",
+            "lifecycle terminated (exit code 0)",
+        ]
+    );
+}
