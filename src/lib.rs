@@ -91,6 +91,14 @@
 //! [`Report`]: it is [`Termination`](std::process::Termination), so destructors run and the
 //! process exits with [`Report::exit_code`].
 //!
+//! # Supervision
+//!
+//! [`Lifecycle::service_with`] adds a service made by a factory, restarted as its
+//! [`Restart`] policy says after a [`Backoff`] (exponential, full jitter, a cap, on the
+//! lifecycle's clock); more restarts than the [`RestartIntensity`] allows stop the lifecycle
+//! with [`StopCause::RestartIntensity`]. [`Builder::on_event`] receives every [`Event`].
+//! Bad settings are [`ConfigError`]s when they are made.
+//!
 //! # Features
 //!
 //! - `tracing` (default): complaints go to `tracing` at error level, target

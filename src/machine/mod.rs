@@ -23,9 +23,12 @@
 //!
 //! | from       | input                                                    | to           | actions |
 //! |------------|----------------------------------------------------------|--------------|---------|
-//! | `Running`  | `stop(cause)`                                            | `Draining`   | `Drain`, `Census` |
-//! | `Running`  | a service exits (any way), policy `StopAll`              | `Draining`   | `Complain`, `Drain`, `Census` |
-//! | `Running`  | a service exits (any way), policy `ReportOnly`           | `Running`    | `Complain` |
+//! | `Running`  | `stop(cause)` (a service waiting for its restart ends at once, as its last run did) | `Draining` | `Drain`, `Census` |
+//! | `Running`  | a restartable service's run ends as its [`Restart`] policy says, within the [`RestartIntensity`] | `Running` (restart due after the [`Backoff`]) | `Restarting` |
+//! | `Running`  | the same, but one restart too many within the window     | `Draining` (`RestartIntensity`) | `Complain`, `Drain`, `Census` |
+//! | `Running`  | `handle_timeout(now >= a restart's due time)`            | `Running`    | `Start` (one per due service) |
+//! | `Running`  | any other service exit, policy `StopAll`                 | `Draining`   | `Complain`, `Drain`, `Census` |
+//! | `Running`  | any other service exit, policy `ReportOnly`              | `Running`    | `Complain` |
 //! | `Running`  | `force()`                                                | `Draining`, deadline = now | `Drain`, `Census` |
 //! | `Running`  | `handle_wait_started()`, no service nor stop trigger ever added (once) | `Running` | `Census` |
 //! | `Running`  | `handle_census(nothing live)` answering that census, still no service | `Draining` (`NothingToRun`) | `Drain`, `Census` |
