@@ -105,6 +105,15 @@ impl fmt::Display for Event<'_> {
 /// The hook, shared.
 pub(crate) type Hook = std::sync::Arc<dyn Fn(&Event<'_>) + Send + Sync>;
 
+/// Whether anyone listens for events: a hook, or a `tracing` subscriber interested in them.
+pub(crate) fn wanted(hook: Option<&Hook>) -> bool {
+    #[cfg(feature = "tracing")]
+    let traced = tracing::enabled!(target: "async_lifecycle::event", tracing::Level::INFO);
+    #[cfg(not(feature = "tracing"))]
+    let traced = false;
+    hook.is_some() || traced
+}
+
 /// Delivers `event` to the hook (if any) and to `tracing`, swallowing a panic from either.
 pub(crate) fn emit(hook: Option<&Hook>, event: Event<'_>) {
     crate::complain::quietly(|| {

@@ -131,6 +131,10 @@ impl Shared {
 
     /// Emits `Event::Started` for a service's run that just started.
     pub(crate) fn started(&self, id: ServiceId) {
+        if !event::wanted(self.events.as_ref()) {
+            // Nobody listens: no lock, no copy of the name.
+            return;
+        }
         let (name, attempt) = {
             let core = lock(&self.core);
             let name = core.machine.service_name(id).to_owned();
