@@ -167,7 +167,8 @@ impl Probe {
 /// Ours: `service_with`, restarted on failure; the last run stops the lifecycle.
 async fn ours(timer: Timer, spawner: bool, restarts: u64) -> Duration {
     let mut builder: Builder = Lifecycle::builder().grace(GRACE).restart_intensity(
-        RestartIntensity::new(u32::MAX, Duration::from_millis(1)).expect("valid"),
+        RestartIntensity::new(RestartIntensity::MAX_RESTARTS, Duration::from_millis(1))
+            .expect("valid"),
     );
     builder = match (timer, spawner) {
         (Timer::Tokio, true) => builder.tokio(),
@@ -325,7 +326,8 @@ fn storm_ours(rt: &tokio::runtime::Runtime, secs: Duration) {
             .tokio()
             .seed(SEED)
             .restart_intensity(
-                RestartIntensity::new(u32::MAX, Duration::from_secs(1)).expect("valid"),
+                RestartIntensity::new(RestartIntensity::MAX_RESTARTS, Duration::from_secs(1))
+                    .expect("valid"),
             )
             .build();
         let runs = Arc::new(AtomicU64::new(0));

@@ -161,6 +161,12 @@ impl Lifecycle {
     /// The backoff waits are driven by [`wait`](Lifecycle::wait), like the grace deadline:
     /// poll it (on any executor) for restarts to happen.
     ///
+    /// `factory` runs on the thread that makes the run: the caller of `service_with` for the
+    /// first, the thread that drives the timer (the `wait()`) for each restart — keep it
+    /// quick and let the run do the work. A factory that panics makes a run that ended by a
+    /// panic (restarted as the policy says); a run made while a stop was being requested on
+    /// another thread is dropped unpolled.
+    ///
     /// # Errors
     ///
     /// As [`service`](Lifecycle::service); `factory` is not called then.
@@ -205,25 +211,12 @@ impl Lifecycle {
     {
         use futures_util::FutureExt;
         let shared = self.shared();
-        let (abort, registration) = AbortHandle::new_pair();
-        let id = shared.add_service(name.into(), options, abort, None)?;
-        let stop = StopSignal::new(shared.clone());
-        let body = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(stop))) {
-            Ok(body) => body,
-            Err(payload) => {
-                shared.service_exited(id, Exit::Panic(panic_text(&*payload)));
-                std::panic::resume_unwind(payload);
-            }
-        };
-        // The next runs come from the factory: hand it to the lifecycle.
-        shared.set_factory(
-            id,
-            Box::new(move |stop| Box::pin(factory(stop).map(ServiceResult::into_exit))),
-        );
-        let task = ServiceTask::new(shared.clone(), id, body, registration);
-        // Before it can run (on another thread) and end: `Started` comes first.
-        shared.started(id);
-        shared.run(Task::Service(task));
+        let (abort, _registration) = AbortHandle::new_pair();
+        let factory: crate::shared::Factory =
+            Box::new(move |stop| Box::pin(factory(stop).map(ServiceResult::into_exit)));
+        let id = shared.add_service(name.into(), options, abort, Some(factory))?;
+        // The first run is made as every restart is: by the factory, outside the locks.
+        shared.start_run(id);
         Ok(())
     }
 

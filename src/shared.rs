@@ -181,31 +181,36 @@ impl Shared {
         Ok(id)
     }
 
-    /// Hands the lifecycle a restartable service's factory, for its next runs.
-    pub(crate) fn set_factory(&self, id: ServiceId, factory: Factory) {
-        lock(&self.core).factories[id.0] = Some(factory);
-    }
-
-    /// Starts a restartable service's next run: its factory is called outside every lock.
-    fn start_run(self: &Arc<Self>, id: ServiceId) {
-        let Some(mut factory) = lock(&self.core).factories[id.0].take() else {
+    /// Makes and starts a restartable service's run (its first, or a restart) with its
+    /// factory, called outside every lock. A run is made only while the lifecycle runs:
+    /// checked before the factory is called and again after (a stop on another thread may
+    /// come in between: the run made then is dropped unpolled). A run not made is cancelled
+    /// in the machine, which ends the service as its last run did.
+    pub(crate) fn start_run(self: &Arc<Self>, id: ServiceId) {
+        let factory = {
+            let mut core = lock(&self.core);
+            if core.machine.state() == State::Running {
+                core.factories[id.0].take()
+            } else {
+                None
+            }
+        };
+        let Some(mut factory) = factory else {
+            self.apply(|m, now| m.cancel_start(now, id));
             return;
         };
         let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             factory(StopSignal::new(self.clone()))
         }));
         let (abort, registration) = AbortHandle::new_pair();
-        {
+        let running = {
             let mut core = lock(&self.core);
             core.factories[id.0] = Some(factory);
-            core.aborts[id.0] = abort.clone();
-            if core.machine.state().is_terminal() {
-                // Ended while the factory ran: the run is cancelled before it starts.
-                abort.abort();
-            }
-        }
+            core.aborts[id.0] = abort;
+            core.machine.state() == State::Running
+        };
         match made {
-            Ok(body) => {
+            Ok(body) if running => {
                 self.started(id);
                 self.run(Task::Service(ServiceTask::from_exit(
                     self.clone(),
@@ -213,6 +218,10 @@ impl Shared {
                     body,
                     registration,
                 )));
+            }
+            Ok(body) => {
+                quietly(|| drop(body));
+                self.apply(|m, now| m.cancel_start(now, id));
             }
             // The factory itself panicked: that run ended by a panic (maybe restarted).
             Err(payload) => self.service_exited(id, Exit::Panic(panic_text(&*payload))),
@@ -349,22 +358,30 @@ impl Shared {
                     after,
                     ..
                 } => {
-                    complain::restarting(name, outcome, *attempt, *after);
-                    event::emit(
-                        hook,
-                        Event::Failed {
-                            service: name,
-                            outcome,
-                        },
-                    );
-                    event::emit(
-                        hook,
-                        Event::Restarting {
-                            service: name,
-                            attempt: *attempt,
-                            after: *after,
-                        },
-                    );
+                    // An early `Ok` under `Restart::Always` is a periodic job's normal end,
+                    // not a failure: restarted quietly.
+                    if *outcome != ServiceOutcome::EndedEarly {
+                        complain::restarting(name, outcome, *attempt, *after);
+                        event::emit(
+                            hook,
+                            Event::Failed {
+                                service: name,
+                                outcome,
+                            },
+                        );
+                    }
+                    // Announced only while it will still happen: a stop since (a hook, another
+                    // thread) cancelled it.
+                    if !self.stop.is_fired() {
+                        event::emit(
+                            hook,
+                            Event::Restarting {
+                                service: name,
+                                attempt: *attempt,
+                                after: *after,
+                            },
+                        );
+                    }
                 }
                 _ => {}
             }

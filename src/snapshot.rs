@@ -192,7 +192,8 @@ impl ServiceSnapshot {
         self.restarts
     }
 
-    /// While it waits for a restart (in backoff): how long until it starts again.
+    /// While it waits for a restart (in backoff): how long until it starts again. Zero when
+    /// it is due but not started yet: restarts are started by a polled `wait()`.
     pub fn restart_in(&self) -> Option<Duration> {
         self.restart_in
     }

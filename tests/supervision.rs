@@ -117,7 +117,9 @@ fn a_failing_service_is_restarted_after_each_backoff_then_trips_the_intensity() 
     assert_eq!(report.exit_code(), 1);
     let text = report.to_string();
     assert!(
-        text.contains("restart intensity exceeded: service \"db-client\""),
+        text.contains(
+            "restart intensity exceeded: 4 restarts within 60s, the last of service \"db-client\""
+        ),
         "{text}"
     );
     assert!(
@@ -391,5 +393,152 @@ fn events_tell_the_story_of_a_restart_and_a_panicking_hook_breaks_nothing() {
             "stop requested: requested: deploy",
             "lifecycle terminated (exit code 0)",
         ]
+    );
+}
+
+// ---- Found by the hostile review of supervision ----
+
+#[test]
+fn a_factory_that_panics_on_its_first_call_makes_a_panicked_run_not_a_ghost() {
+    let mut h = Harness::new(
+        Lifecycle::builder().restart_intensity(RestartIntensity::new(2, secs(60)).unwrap()),
+    );
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let options = ServiceOptions::new()
+        .restart(Restart::OnFailure)
+        .backoff(round_backoff());
+    // No panic reaches the caller: the run ended by a panic, and is restarted.
+    h.lc.service_with(
+        "ghost",
+        options,
+        move |_stop| -> futures::future::Ready<()> {
+            counter.fetch_add(1, Ordering::SeqCst);
+            panic!("planned: cannot make a run")
+        },
+    )
+    .unwrap();
+    let wait = h.wait();
+    assert_eq!(h.lc.snapshot().services()[0].restart_in(), Some(secs(1)));
+    h.advance(secs(1));
+    h.advance(secs(2));
+    let report = h.pool.run_until(wait);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let svc = report.service("ghost").unwrap();
+    assert_eq!(svc.attempts(), 3, "one attempt per factory call");
+    assert_eq!(
+        svc.outcome(),
+        &ServiceOutcome::Panicked("planned: cannot make a run".into())
+    );
+    assert!(matches!(
+        report.cause(),
+        Some(StopCause::RestartIntensity { .. })
+    ));
+}
+
+#[test]
+fn no_run_is_made_once_a_stop_was_requested_even_by_another_services_factory() {
+    let mut h = Harness::new(Lifecycle::builder());
+    let weak = h.lc.downgrade();
+    let (a_calls, b_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let options = ServiceOptions::new()
+        .restart(Restart::OnFailure)
+        .backoff(round_backoff());
+    let a = a_calls.clone();
+    h.lc.service_with("a", options, move |_stop| {
+        if a.fetch_add(1, Ordering::SeqCst) == 1 {
+            weak.stop("a's second run stops everything");
+        }
+        futures::future::ready(Err::<(), _>("fails"))
+    })
+    .unwrap();
+    let b = b_calls.clone();
+    h.lc.service_with("b", options, move |_stop| {
+        b.fetch_add(1, Ordering::SeqCst);
+        futures::future::ready(Err::<(), _>("fails"))
+    })
+    .unwrap();
+    let wait = h.wait();
+    // Both restarts fall due at the same instant; a's factory stops the lifecycle first.
+    h.advance(secs(1));
+    let report = h.pool.run_until(wait);
+    assert_eq!(a_calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        b_calls.load(Ordering::SeqCst),
+        1,
+        "b's factory not called after the stop"
+    );
+    assert_eq!(
+        report.service("b").unwrap().attempts(),
+        2,
+        "its start was cancelled"
+    );
+    assert_eq!(
+        report.service("b").unwrap().outcome(),
+        &ServiceOutcome::Failed("fails".into()),
+        "it ends as its last run did"
+    );
+}
+
+#[test]
+fn a_restart_cancelled_by_a_stop_is_not_announced_and_periodic_jobs_stop_cleanly() {
+    use std::sync::Mutex;
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let stopper: Arc<Mutex<Option<async_lifecycle::WeakLifecycle>>> = Arc::default();
+    let hook_stopper = stopper.clone();
+    let mut h = Harness::new(Lifecycle::builder().on_event(move |event| {
+        log.lock().unwrap().push(event.to_string());
+        if matches!(event, async_lifecycle::Event::Failed { .. }) {
+            if let Some(weak) = &*hook_stopper.lock().unwrap() {
+                weak.stop("the hook stops on the first failure");
+            }
+        }
+    }));
+    *stopper.lock().unwrap() = Some(h.lc.downgrade());
+    let options = ServiceOptions::new()
+        .restart(Restart::OnFailure)
+        .backoff(round_backoff());
+    h.lc.service_with("boom", options, |_stop| {
+        futures::future::ready(Err::<(), _>("boom"))
+    })
+    .unwrap();
+    let report = h.pool.run_until(h.lc.wait());
+    assert_eq!(report.exit_code(), 1);
+    let seen = seen.lock().unwrap();
+    assert!(!seen.iter().any(|e| e.contains("restarting")), "{seen:?}");
+
+    // A periodic job (Always, returns Ok each time) stopped while it waits between runs
+    // stopped cleanly, and its Ok returns are not failures.
+    let mut h = Harness::new(Lifecycle::builder());
+    let options = ServiceOptions::new()
+        .restart(Restart::Always)
+        .backoff(round_backoff());
+    h.lc.service_with("tick", options, |_stop| async {})
+        .unwrap();
+    let wait = h.wait();
+    h.lc.stop("deploy");
+    let report = h.pool.run_until(wait);
+    assert_eq!(
+        report.service("tick").unwrap().outcome(),
+        &ServiceOutcome::Stopped
+    );
+    assert_eq!(report.exit_code(), 0);
+}
+
+#[test]
+fn the_intensity_is_bounded_and_its_message_reads_well() {
+    assert!(matches!(
+        RestartIntensity::new(u32::MAX, secs(1)),
+        Err(ConfigError::IntensityTooLarge { .. })
+    ));
+    let cause = StopCause::RestartIntensity {
+        service: "db".into(),
+        restarts: 2,
+        within: secs(60),
+    };
+    assert_eq!(
+        cause.to_string(),
+        "restart intensity exceeded: 2 restarts within 60s, the last of service \"db\""
     );
 }

@@ -170,8 +170,8 @@ impl fmt::Display for StopCause {
                 within,
             } => write!(
                 f,
-                "restart intensity exceeded: service \"{service}\" would be the {restarts}th \
-                 restart within {within:?}"
+                "restart intensity exceeded: {restarts} restarts within {within:?}, the last \
+                 of service \"{service}\""
             ),
             StopCause::Forced => f.write_str("forced"),
             StopCause::HandlesDropped => f.write_str("every lifecycle handle was dropped"),
@@ -386,6 +386,18 @@ impl ServiceEntry {
     /// Running, or waiting for a restart: not ended yet.
     fn is_live(&self) -> bool {
         self.ended.is_none()
+    }
+}
+
+/// How a service that was between runs (waiting for its restart) at the stop ended: as its
+/// last run did — except an early `Ok`, which under `Restart::Always` is a periodic job's
+/// normal end: stopped between two runs, it stopped cleanly.
+fn ended_between_runs(last: Option<ServiceOutcome>) -> ServiceOutcome {
+    match last {
+        Some(ServiceOutcome::EndedEarly) => ServiceOutcome::Stopped,
+        Some(outcome) => outcome,
+        // Its first run was never made: stopped before it started.
+        None => ServiceOutcome::Stopped,
     }
 }
 
@@ -617,11 +629,7 @@ impl Machine {
         // as its last run did.
         for entry in &mut self.services {
             if entry.backoff_until.take().is_some() {
-                let outcome = entry
-                    .last_outcome
-                    .clone()
-                    .unwrap_or(ServiceOutcome::Dropped);
-                entry.ended = Some((now, outcome));
+                entry.ended = Some((now, ended_between_runs(entry.last_outcome.clone())));
             }
         }
         self.actions.push_back(Action::Drain);
@@ -761,6 +769,24 @@ impl Machine {
             }
         }
         // The last service ended after the sessions drained: one last census for the report.
+        if let Phase::Draining(d) = &self.phase {
+            if d.sessions_drained && self.services.iter().all(|s| !s.is_live()) {
+                self.actions.push_back(Action::Census);
+            }
+        }
+    }
+
+    /// The driver did not make the run an [`Action::Start`] asked for: the lifecycle left
+    /// `Running` before it could (a stop on another thread, or from the factory of another
+    /// service). The service ends at `now` as its last run did, like a service waiting for
+    /// its restart at the stop; nothing happens if it already ended.
+    pub fn cancel_start(&mut self, now: Instant, id: ServiceId) {
+        let state = self.state();
+        let entry = &mut self.services[id.0];
+        if state == State::Running || state.is_terminal() || entry.ended.is_some() {
+            return;
+        }
+        entry.ended = Some((now, ended_between_runs(entry.last_outcome.clone())));
         if let Phase::Draining(d) = &self.phase {
             if d.sessions_drained && self.services.iter().all(|s| !s.is_live()) {
                 self.actions.push_back(Action::Census);

@@ -264,8 +264,10 @@ impl ServiceReport {
         self.attempts.saturating_sub(1)
     }
 
-    /// How its last restarted run ended (the error or panic that caused the last restart),
-    /// if it was ever restarted.
+    /// How its last run that ended while the lifecycle was running ended, for a supervised
+    /// service: the cause of its last restart — or of the restart refused by the
+    /// intensity, or of the wait it was in at the stop. `None` if no run ended before the
+    /// stop.
     pub fn last_failure(&self) -> Option<&ServiceOutcome> {
         self.last_failure.as_ref()
     }

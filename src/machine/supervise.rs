@@ -92,6 +92,7 @@ impl Backoff {
     }
 
     /// How long a run must last for the next failure to count as the first of a new streak.
+    /// Zero makes every failure the first of its streak: the wait never grows.
     ///
     /// # Errors
     ///
@@ -180,6 +181,10 @@ pub struct RestartIntensity {
 }
 
 impl RestartIntensity {
+    /// The largest restart count an intensity may allow: a limit above it is no limit, and
+    /// the lifecycle keeps the time of each restart within the window.
+    pub const MAX_RESTARTS: u32 = 100_000;
+
     /// The default: more than 5 restarts within 60 s stop the lifecycle.
     pub const DEFAULT: RestartIntensity = RestartIntensity {
         max_restarts: 5,
@@ -190,11 +195,18 @@ impl RestartIntensity {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::ZeroIntensity`] for zero restarts (use [`Restart::Never`]) and
+    /// [`ConfigError::ZeroIntensity`] for zero restarts (use [`Restart::Never`]),
+    /// [`ConfigError::IntensityTooLarge`] above [`RestartIntensity::MAX_RESTARTS`], and
     /// [`ConfigError::ZeroWindow`] for a zero window (it would never trip).
+    ///
+    /// Two restarts exactly `within` apart are not in one window (the window excludes its
+    /// end).
     pub fn new(max_restarts: u32, within: Duration) -> Result<RestartIntensity, ConfigError> {
         if max_restarts == 0 {
             return Err(ConfigError::ZeroIntensity);
+        }
+        if max_restarts > Self::MAX_RESTARTS {
+            return Err(ConfigError::IntensityTooLarge { max_restarts });
         }
         if within.is_zero() {
             return Err(ConfigError::ZeroWindow);
@@ -268,7 +280,9 @@ impl ServiceOptions {
 }
 
 /// A configuration the lifecycle refuses, found when it is made — never a panic or a hang
-/// at run time.
+/// at run time. Only settings that are wrong whatever the program are refused (a zero wait
+/// is a busy loop); a tiny backoff with a tiny intensity window is allowed, and restarts as
+/// fast as it says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -288,6 +302,11 @@ pub enum ConfigError {
     },
     /// A restart intensity of zero restarts.
     ZeroIntensity,
+    /// A restart intensity above [`RestartIntensity::MAX_RESTARTS`].
+    IntensityTooLarge {
+        /// The count given.
+        max_restarts: u32,
+    },
     /// A restart intensity over a zero window.
     ZeroWindow,
 }
@@ -311,6 +330,11 @@ impl fmt::Display for ConfigError {
                 f.write_str("a restart intensity of zero restarts: use Restart::Never instead")
             }
             ConfigError::ZeroWindow => f.write_str("a restart intensity over a zero window"),
+            ConfigError::IntensityTooLarge { max_restarts } => write!(
+                f,
+                "a restart intensity of {max_restarts} restarts is no limit (at most {})",
+                RestartIntensity::MAX_RESTARTS
+            ),
         }
     }
 }

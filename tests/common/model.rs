@@ -325,10 +325,15 @@ impl Model {
         if self.state != State::Running {
             return;
         }
-        // Waiting for a restart: stopped at once, ending as its last run did.
+        // Waiting for a restart: stopped at once, ending as its last run did — but a run
+        // that returned Ok (a periodic job under Always) was not a failure: stopped cleanly.
         for service in &mut self.services {
             if service.backoff_until.take().is_some() {
-                service.ended = Some((self.now, service.last_outcome.clone().expect("it ran")));
+                let outcome = match service.last_outcome.clone().expect("it ran") {
+                    ServiceOutcome::EndedEarly => ServiceOutcome::Stopped,
+                    other => other,
+                };
+                service.ended = Some((self.now, outcome));
             }
         }
         self.state = State::Draining;
