@@ -333,9 +333,6 @@ impl Shared {
         let hook = self.events.as_ref();
         if effects.fire_stop {
             self.stop.fire();
-            if let Some(cause) = self.cause() {
-                event::emit(hook, Event::StopRequested { cause });
-            }
         }
         for action in &effects.complaints {
             match action {
@@ -384,6 +381,12 @@ impl Shared {
                     }
                 }
                 _ => {}
+            }
+        }
+        // After the failure that caused it, if one did.
+        if effects.fire_stop {
+            if let Some(cause) = self.cause() {
+                event::emit(hook, Event::StopRequested { cause });
             }
         }
         for id in effects.starts {

@@ -2,6 +2,8 @@
 //! intensity, and the stop during a backoff. A `ManualClock` and a `LocalPool`; nothing
 //! sleeps.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -541,4 +543,25 @@ fn the_intensity_is_bounded_and_its_message_reads_well() {
         cause.to_string(),
         "restart intensity exceeded: 2 restarts within 60s, the last of service \"db\""
     );
+}
+
+/// `examples/supervisor.rs`: the flaky client trips the restart intensity; the output names
+/// it and the program exits 1, after the events and the report.
+#[test]
+fn the_supervisor_example_names_the_service_that_tripped_the_limit_and_exits_1() {
+    let (status, stdout, _stderr) = support::run_to_end("supervisor", &[]);
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("restart intensity exceeded: 4 restarts within 10s, the last of service \"flaky-client\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("event: service \"cache\" started (run 2)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok   cache"),
+        "the cache settled and stopped: {stdout}"
+    );
+    assert!(stdout.contains("FAIL flaky-client"), "{stdout}");
 }
