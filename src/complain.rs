@@ -55,6 +55,17 @@ pub(crate) fn restarting(
     });
 }
 
+pub(crate) fn slow_to_stop(name: &str, elapsed: std::time::Duration) {
+    quietly(|| {
+        #[cfg(feature = "tracing")]
+        tracing::warn!(target: "async_lifecycle", service = name, elapsed = ?elapsed, "service slow to stop: half the grace is gone");
+        #[cfg(not(feature = "tracing"))]
+        stderr_line!(
+            "async-lifecycle: service \"{name}\" still running {elapsed:?} after the stop (half the grace)"
+        );
+    });
+}
+
 pub(crate) fn sessions(sessions: &SessionReport) {
     for s in sessions.abandoned() {
         quietly(|| {

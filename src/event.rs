@@ -64,6 +64,14 @@ pub enum Event<'a> {
         /// Why.
         cause: &'a StopCause,
     },
+    /// Half the grace has gone and this service has not stopped: a warning before the
+    /// deadline abandons it (so an operator sees it while there is time).
+    SlowToStop {
+        /// The service.
+        service: &'a str,
+        /// How long since the stop was requested.
+        elapsed: Duration,
+    },
     /// A service was still running when the lifecycle gave up on it.
     Abandoned {
         /// The service.
@@ -94,6 +102,12 @@ impl fmt::Display for Event<'_> {
                 "service \"{service}\" restarting in {after:?} (restart {attempt})"
             ),
             Event::StopRequested { cause } => write!(f, "stop requested: {cause}"),
+            Event::SlowToStop { service, elapsed } => {
+                write!(
+                    f,
+                    "service \"{service}\" still running {elapsed:?} after the stop"
+                )
+            }
             Event::Abandoned { service } => write!(f, "service \"{service}\" abandoned"),
             Event::Ended { state, exit_code } => {
                 write!(f, "lifecycle {state} (exit code {exit_code})")

@@ -322,6 +322,7 @@ impl Shared {
                     effects.complaints.push(action);
                 }
                 Action::Start { service } => effects.starts.push(service),
+                Action::SlowToStop { .. } => effects.complaints.push(action),
                 Action::Abandon => effects.aborts = core.aborts.clone(),
                 Action::Finish => effects.finished = core.machine.report().cloned(),
             }
@@ -379,6 +380,16 @@ impl Shared {
                             },
                         );
                     }
+                }
+                Action::SlowToStop { name, elapsed, .. } => {
+                    complain::slow_to_stop(name, *elapsed);
+                    event::emit(
+                        hook,
+                        Event::SlowToStop {
+                            service: name,
+                            elapsed: *elapsed,
+                        },
+                    );
                 }
                 _ => {}
             }

@@ -565,3 +565,48 @@ fn the_supervisor_example_names_the_service_that_tripped_the_limit_and_exits_1()
     );
     assert!(stdout.contains("FAIL flaky-client"), "{stdout}");
 }
+
+#[test]
+fn a_service_slow_to_stop_is_announced_at_half_the_grace_before_it_is_abandoned() {
+    use std::sync::Mutex;
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let clock = ManualClock::new();
+    let lc = Lifecycle::builder()
+        .grace(secs(10))
+        .clock(clock.clone())
+        .on_event(move |event| log.lock().unwrap().push(event.to_string()))
+        .build();
+    lc.service("stubborn", |_stop| std::future::pending::<()>())
+        .unwrap();
+    lc.service("prompt", |stop| stop).unwrap();
+    let mut pool = LocalPool::new();
+    let wait = pool.spawner().spawn_local_with_handle(lc.wait()).unwrap();
+    pool.run_until_stalled();
+    lc.stop("deploy");
+    pool.run_until_stalled();
+    clock.advance(Duration::from_millis(4_999));
+    pool.run_until_stalled();
+    assert!(
+        !seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.contains("still running"))
+    );
+    clock.advance(Duration::from_millis(1));
+    pool.run_until_stalled();
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap(),
+        "service \"stubborn\" still running 5s after the stop",
+        "only the service that has not stopped"
+    );
+    clock.advance(secs(5));
+    let report = pool.run_until(wait);
+    assert_eq!(report.state(), State::Abandoned);
+    assert!(
+        seen.lock()
+            .unwrap()
+            .contains(&"service \"stubborn\" abandoned".to_owned())
+    );
+}

@@ -39,7 +39,8 @@
 //! | `Draining` | a service exits before the deadline, other work left     | `Draining`   | (`Complain` if unclean) |
 //! | `Draining` | a service exits at or after the deadline (too late)      | `Draining`   | `Census` (which abandons it) |
 //! | `Draining` | `handle_census(work left)` before the deadline           | `Draining`   | — |
-//! | `Draining` | `handle_timeout(now < deadline)`                         | `Draining`   | — |
+//! | `Draining` | `handle_timeout(now >= stop + grace / 2)`, once           | `Draining`   | `SlowToStop` per running service |
+//! | `Draining` | `handle_timeout(now < deadline)`, otherwise              | `Draining`   | — |
 //! | `Draining` | `handle_timeout(now >= deadline)`                        | `Draining`   | `Census` |
 //! | `Draining` | `handle_census(work left)` at or past the deadline       | `Abandoned`  | `Abandon`, `Complain`×n, `Finish` |
 //! | `Draining` | `force()`                                                | `Draining`, deadline = now | `Census` |
@@ -303,6 +304,16 @@ pub enum Action {
         /// The wait before it.
         after: Duration,
     },
+    /// Half the grace has gone and this service is still running: warn now, before the
+    /// deadline abandons it.
+    SlowToStop {
+        /// The service.
+        service: ServiceId,
+        /// Its name.
+        name: Cow<'static, str>,
+        /// How long since the stop was requested.
+        elapsed: Duration,
+    },
     /// Start the service's next run (from its factory).
     Start {
         /// The service.
@@ -421,6 +432,9 @@ struct Draining {
     forced: bool,
     /// A census saw nothing live after admission closed.
     sessions_drained: bool,
+    /// When the services still running are reported slow to stop (half the grace), until
+    /// it is handled.
+    slow_at: Option<Instant>,
 }
 
 /// The lifecycle's state machine. See the [module docs](self) for the transition table.
@@ -439,7 +453,8 @@ struct Draining {
 /// assert_eq!(m.poll(), Some(Action::Drain));
 /// assert_eq!(m.poll(), Some(Action::Census));
 /// m.handle_census(t0, SessionCensus::default()); // nothing live: the sessions are drained
-/// assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+/// // Half the grace first: the slow-to-stop warning (then the deadline, t0 + 10 s).
+/// assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(5)));
 /// m.service_exited(t0 + Duration::from_secs(1), worker, Exit::Ok);
 /// assert_eq!(m.poll(), Some(Action::Census)); // the last count, for the report
 /// m.handle_census(t0 + Duration::from_secs(1), SessionCensus::default());
@@ -624,6 +639,10 @@ impl Machine {
             deadline: now.checked_add(self.grace),
             forced: false,
             sessions_drained: false,
+            slow_at: (!self.grace.is_zero())
+                .then(|| now.checked_add(self.grace / 2))
+                .flatten()
+                .filter(|_| now.checked_add(self.grace).is_some()),
         });
         // A service waiting for its restart is stopped at once, and never restarted: it ends
         // as its last run did.
@@ -856,12 +875,15 @@ impl Machine {
     }
 
     /// The next instant at which [`handle_timeout`](Self::handle_timeout) must be called:
-    /// the earliest restart due while running, the grace deadline while draining, `None`
-    /// otherwise.
+    /// the earliest restart due while running; while draining, half the grace (the
+    /// slow-to-stop warning, once) and then the grace deadline; `None` otherwise.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Running { .. } => self.services.iter().filter_map(|s| s.backoff_until).min(),
-            Phase::Draining(d) => d.deadline,
+            Phase::Draining(d) => match (d.deadline, d.slow_at) {
+                (Some(deadline), Some(slow)) => Some(deadline.min(slow)),
+                (deadline, slow) => deadline.or(slow),
+            },
             Phase::Ended(_) => None,
         }
     }
@@ -880,6 +902,21 @@ impl Machine {
                     self.actions.push_back(Action::Start {
                         service: ServiceId(index),
                     });
+                }
+            }
+        }
+        if let Phase::Draining(d) = &mut self.phase {
+            if d.slow_at.is_some_and(|slow| now >= slow) {
+                d.slow_at = None;
+                let elapsed = now.saturating_duration_since(d.stopped);
+                for (index, entry) in self.services.iter().enumerate() {
+                    if entry.is_live() {
+                        self.actions.push_back(Action::SlowToStop {
+                            service: ServiceId(index),
+                            name: entry.name.clone(),
+                            elapsed,
+                        });
+                    }
                 }
             }
         }

@@ -52,6 +52,14 @@ fn stop_starts_draining_closes_admission_and_asks_for_a_census() {
         settle(&mut m, t0 + secs(1), &empty()),
         vec![Action::Drain, Action::Census]
     );
+    // Half the grace first (the slow-to-stop warning), then the deadline.
+    assert_eq!(m.poll_timeout(), Some(t0 + secs(6)));
+    m.handle_timeout(t0 + secs(6));
+    assert!(matches!(
+        m.poll(),
+        Some(Action::SlowToStop { name, elapsed, .. }) if name == "svc" && elapsed == secs(5)
+    ));
+    assert_eq!(m.poll(), None, "once");
     assert_eq!(m.poll_timeout(), Some(t0 + secs(11)));
     assert_eq!(m.state(), State::Draining, "the service still runs");
 }
@@ -68,6 +76,12 @@ fn the_first_stop_cause_is_kept() {
         vec![Action::Drain, Action::Census],
         "one drain only"
     );
+    assert_eq!(
+        m.poll_timeout(),
+        Some(t0 + GRACE / 2),
+        "the slow-to-stop timer did not move"
+    );
+    m.handle_timeout(t0 + GRACE / 2);
     assert_eq!(
         m.poll_timeout(),
         Some(t0 + GRACE),
@@ -140,7 +154,11 @@ fn the_deadline_asks_for_a_census_and_abandons_whatever_is_still_running() {
     settle(&mut m, t0, &one_live("conn", secs(0)));
     m.service_exited(t0 + secs(1), done, Exit::Ok);
     m.handle_timeout(t0 + secs(9));
-    assert_eq!(m.poll(), None, "before the deadline nothing happens");
+    assert!(
+        matches!(m.poll(), Some(Action::SlowToStop { name, .. }) if name == "stuck"),
+        "only the running service is slow"
+    );
+    assert_eq!(m.poll(), None, "before the deadline nothing else happens");
     m.handle_timeout(t0 + secs(10));
     assert_eq!(m.poll(), Some(Action::Census), "at the deadline exactly");
     m.handle_census(t0 + secs(10), one_live("conn", secs(10)));

@@ -80,6 +80,8 @@ pub(crate) struct Model {
     panicked: Vec<Option<String>>,
     /// When each restart within the intensity's window happened.
     restarts: Vec<Duration>,
+    /// Half the grace after the stop: the slow-to-stop warning's timer, until it fires.
+    slow_at: Option<Duration>,
     report: Option<ModelReport>,
     wait_polled: bool,
     wait_done: bool,
@@ -105,6 +107,7 @@ impl Model {
             refused: 0,
             panicked: Vec::new(),
             restarts: Vec::new(),
+            slow_at: None,
             report: None,
             wait_polled: false,
             wait_done: false,
@@ -132,7 +135,10 @@ impl Model {
     pub(crate) fn deadline(&self) -> Option<Duration> {
         match self.state {
             State::Running => self.services.iter().filter_map(|s| s.backoff_until).min(),
-            State::Draining => self.deadline,
+            State::Draining => match (self.deadline, self.slow_at) {
+                (Some(deadline), Some(slow)) => Some(deadline.min(slow)),
+                (deadline, slow) => deadline.or(slow),
+            },
             _ => None,
         }
     }
@@ -340,6 +346,12 @@ impl Model {
         self.cause = Some(cause);
         self.stopped_at = Some(self.now);
         self.deadline = self.config.grace.bound().map(|grace| self.now + grace);
+        self.slow_at = self
+            .config
+            .grace
+            .bound()
+            .filter(|grace| !grace.is_zero())
+            .map(|grace| self.now + grace / 2);
         self.settle();
         // A zero grace: the stop is its own deadline.
         self.timeout();
@@ -374,6 +386,10 @@ impl Model {
                     self.service_exit(index, How::Ok);
                 }
             }
+        }
+        // Half the grace gone: the slow-to-stop warning fires once (it changes no state).
+        if self.state == State::Draining && self.slow_at.is_some_and(|slow| slow <= self.now) {
+            self.slow_at = None;
         }
         self.timeout();
         // While running, the timer starts every restart that is due.
