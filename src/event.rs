@@ -13,6 +13,13 @@ use crate::machine::{ServiceOutcome, State, StopCause};
 /// (target `async_lifecycle::event`, level info; failures are also complained about at
 /// error level). A hook that panics is ignored: it cannot break the lifecycle.
 ///
+/// Each event is emitted after the transition it reports, and the events one thread causes
+/// come in order; events caused on different threads may interleave. So a `StopRequested`
+/// can follow the `Ended` a `wait()` on another thread emitted, and a run's `Started` can
+/// follow `Ended` when a force on another thread ended the lifecycle just after the run was
+/// made — that run is then never polled. `Ended` is emitted once, after the report is
+/// published.
+///
 /// # Examples
 ///
 /// ```

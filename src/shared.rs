@@ -203,11 +203,17 @@ impl Shared {
             factory(StopSignal::new(self.clone()))
         }));
         let (abort, registration) = AbortHandle::new_pair();
+        let now = self.clock.now();
         let running = {
             let mut core = lock(&self.core);
             core.factories[id.0] = Some(factory);
             core.aborts[id.0] = abort;
-            core.machine.state() == State::Running
+            let running = core.machine.state() == State::Running;
+            if running {
+                // Counted as an attempt under the same lock that saw it may run.
+                core.machine.run_made(now, id);
+            }
+            running
         };
         match made {
             Ok(body) if running => {

@@ -26,7 +26,7 @@
 //! | `Running`  | `stop(cause)` (a service waiting for its restart ends at once, as its last run did) | `Draining` | `Drain`, `Census` |
 //! | `Running`  | a restartable service's run ends as its [`Restart`] policy says, within the [`RestartIntensity`] | `Running` (restart due after the [`Backoff`]) | `Restarting` |
 //! | `Running`  | the same, but one restart too many within the window     | `Draining` (`RestartIntensity`) | `Complain`, `Drain`, `Census` |
-//! | `Running`  | `handle_timeout(now >= a restart's due time)`            | `Running`    | `Start` (one per due service) |
+//! | `Running`  | `handle_timeout(now >= a restart's due time)`            | `Running`    | `Start` (one per due service; the driver answers `run_made` or `cancel_start`) |
 //! | `Running`  | any other service exit, policy `StopAll`                 | `Draining`   | `Complain`, `Drain`, `Census` |
 //! | `Running`  | any other service exit, policy `ReportOnly`              | `Running`    | `Complain` |
 //! | `Running`  | `force()`                                                | `Draining`, deadline = now | `Drain`, `Census` |
@@ -390,6 +390,9 @@ struct ServiceEntry {
     last_outcome: Option<ServiceOutcome>,
     /// While waiting for a restart: when it is due.
     backoff_until: Option<Instant>,
+    /// A `Start` was asked for and the driver has not yet said the run was made
+    /// ([`Machine::run_made`]) or not ([`Machine::cancel_start`]).
+    starting: bool,
     ended: Option<(Instant, ServiceOutcome)>,
 }
 
@@ -622,6 +625,7 @@ impl Machine {
             streak: 0,
             last_outcome: None,
             backoff_until: None,
+            starting: false,
             ended: None,
         });
         Ok(id)
@@ -644,10 +648,12 @@ impl Machine {
                 .flatten()
                 .filter(|_| now.checked_add(self.grace).is_some()),
         });
-        // A service waiting for its restart is stopped at once, and never restarted: it ends
-        // as its last run did.
+        // A service waiting for its restart (or whose restart the driver has not made yet)
+        // is stopped at once, and never restarted: it ends as its last run did.
         for entry in &mut self.services {
-            if entry.backoff_until.take().is_some() {
+            // Waiting for its restart, or about to have it made: no run to stop.
+            let between_runs = entry.backoff_until.take().is_some();
+            if between_runs | std::mem::take(&mut entry.starting) {
                 entry.ended = Some((now, ended_between_runs(entry.last_outcome.clone())));
             }
         }
@@ -795,6 +801,19 @@ impl Machine {
         }
     }
 
+    /// The driver made the run an [`Action::Start`] asked for, at `now`: it counts as an
+    /// attempt from now on. Ignored unless a start is pending (so also after the end).
+    pub fn run_made(&mut self, now: Instant, id: ServiceId) {
+        if self.state().is_terminal() {
+            return;
+        }
+        let entry = &mut self.services[id.0];
+        if std::mem::take(&mut entry.starting) {
+            entry.attempts = entry.attempts.saturating_add(1);
+            entry.run_started = now;
+        }
+    }
+
     /// The driver did not make the run an [`Action::Start`] asked for: the lifecycle left
     /// `Running` before it could (a stop on another thread, or from the factory of another
     /// service). The service ends at `now` as its last run did, like a service waiting for
@@ -805,6 +824,7 @@ impl Machine {
         if state == State::Running || state.is_terminal() || entry.ended.is_some() {
             return;
         }
+        entry.starting = false;
         entry.ended = Some((now, ended_between_runs(entry.last_outcome.clone())));
         if let Phase::Draining(d) = &self.phase {
             if d.sessions_drained && self.services.iter().all(|s| !s.is_live()) {
@@ -897,8 +917,8 @@ impl Machine {
             for (index, entry) in self.services.iter_mut().enumerate() {
                 if entry.backoff_until.is_some_and(|due| due <= now) {
                     entry.backoff_until = None;
-                    entry.attempts = entry.attempts.saturating_add(1);
-                    entry.run_started = now;
+                    // Counted when the driver says the run was made (`run_made`).
+                    entry.starting = true;
                     self.actions.push_back(Action::Start {
                         service: ServiceId(index),
                     });
@@ -949,7 +969,11 @@ impl Machine {
         if abandon {
             self.actions.push_back(Action::Abandon);
             for (index, entry) in self.services.iter_mut().enumerate() {
-                if entry.ended.is_none() {
+                if entry.ended.is_none() && std::mem::take(&mut entry.starting) {
+                    // Its restart was asked for but never made: no run to abandon; it ends
+                    // as its last run did.
+                    entry.ended = Some((now, ended_between_runs(entry.last_outcome.clone())));
+                } else if entry.ended.is_none() {
                     entry.ended = Some((now, ServiceOutcome::Abandoned));
                     self.actions.push_back(Action::Complain {
                         service: ServiceId(index),

@@ -227,7 +227,10 @@ impl PureMachine {
             match action {
                 Action::Drain => self.closed = true,
                 // The next run of a restarted service: it takes commands again.
-                Action::Start { service } => self.services[service.index()].exited = false,
+                Action::Start { service } => {
+                    self.machine.run_made(self.now, service);
+                    self.services[service.index()].exited = false;
+                }
                 Action::Census => {
                     let census = self.census();
                     self.machine.handle_census(self.now, census);

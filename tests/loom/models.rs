@@ -38,9 +38,11 @@
 //!   [`service_push_racing_the_close`].
 //! - Supervision, a due restart (made by `wait()`'s timer, its factory called outside the
 //!   lock) racing the end: [`restart_racing_stop`], [`restart_racing_force`] (bounded at 3
-//!   preemptions). They tolerate the outcomes of two known `src/` bugs ([`KnownBugs`]); the
-//!   ignored [`restart_racing_stop_strict`] and [`restart_racing_force_strict`] reproduce
-//!   them (`-- --ignored`).
+//!   preemptions). They found two bugs, since fixed: an attempt counted for a restart that
+//!   was never made (attempts are now counted when the run is made, `Machine::run_made`),
+//!   and a `Started` event after `Ended` — now the documented contract for a run made just
+//!   before a force on another thread ended the lifecycle: such a run is never polled (see
+//!   `Event`).
 
 #![cfg(loom)]
 
@@ -986,11 +988,11 @@ fn due_restart() -> (Lifecycle, Wait, Restarts) {
 impl Restarts {
     /// The invariants both restart models share, once their threads joined: every run made
     /// was dropped; none made by a factory call that found the stop fired was ever polled; no
-    /// run's first poll and no `Started` follows `Ended` in the events, and every polled run
-    /// had its `Started` first; the report counts one attempt per factory call. Unless
-    /// `bugs` is [`KnownBugs::Reproduced`], the outcomes of the two known `src/` bugs pass.
-    fn check(&self, report: &Report, bugs: KnownBugs) {
-        let strict = bugs == KnownBugs::Reproduced;
+    /// run's first poll follows `Ended` in the events, and a `Started` does only for a run
+    /// never polled (a force on another thread ended it first: the documented interleaving);
+    /// every polled run had its `Started` first; the report counts one attempt per run made
+    /// (a factory call whose run was dropped unpolled for a stop is not one).
+    fn check(&self, report: &Report) {
         let calls = self.calls.load(SeqCst);
         let service = report.service(&op::service_name(0)).unwrap();
         let log = self.log.lock().unwrap().clone();
@@ -1006,11 +1008,11 @@ impl Restarts {
         assert!((1..=2).contains(&calls), "{calls} factory calls");
         let run_2_polled = log.iter().any(|line| line == "run 2 polled");
         assert_eq!(self.restart_polled.load(SeqCst), run_2_polled);
-        // Known bug 1: the timer's `Start` counts the attempt; a stop before `start_run`'s
-        // first check cancels the restart without a factory call, and the count stays.
-        let counted_unmade = !strict && calls == 1 && service.attempts() == 2;
+        // A run made while a stop came in on another thread is dropped unpolled: its
+        // factory was called, but it is not an attempt.
+        let discarded = calls == 2 && !run_2_polled && service.attempts() == 1;
         assert!(
-            service.attempts() as usize == calls || counted_unmade,
+            service.attempts() as usize == calls || discarded,
             "{} attempts counted, {calls} factory calls: {report}{log:?}",
             service.attempts()
         );
@@ -1018,9 +1020,10 @@ impl Restarts {
             .iter()
             .position(|line| line.starts_with("lifecycle "))
             .expect("an Ended event");
-        // Known bug 2: a force between `start_run`'s second check and its `Started` event
-        // ends the lifecycle (`Ended`) first; the run is aborted unpolled.
-        let late_started_unrun = !strict && report.state() == State::Abandoned && !run_2_polled;
+        // The documented interleaving: a force on another thread between `start_run`'s
+        // second check and its `Started` event ends the lifecycle (`Ended`) first; that run
+        // is aborted and never polled.
+        let late_started_unrun = report.state() == State::Abandoned && !run_2_polled;
         for line in &log[ended..] {
             assert!(
                 !line.ends_with(" polled"),
@@ -1044,23 +1047,6 @@ impl Restarts {
     }
 }
 
-/// Two `src/` bugs that the restart models found: the models tolerate exactly those outcomes,
-/// and the ignored `*_strict` models, which do not, reproduce them (`-- --ignored`).
-///
-/// 1. An attempt counted without a run: `Machine::handle_timeout` counts the restart
-///    (`attempts += 1`) when it emits `Start`; a stop or force that lands before
-///    `Shared::start_run`'s first check cancels the start (`cancel_start`) without calling
-///    the factory, and `attempts` stays 2 (report: "restarted 1×"; forced: the unmade run
-///    is even reported `Abandoned`).
-/// 2. `Started` after `Ended`: `start_run` checks that the lifecycle runs, releases the lock,
-///    then emits `Started`; a force on another thread in between ends it (`Abandoned`,
-///    `Ended` emitted) before that `Started`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KnownBugs {
-    Tolerated,
-    Reproduced,
-}
-
 /// How a restart model ends the lifecycle on its second thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -1071,7 +1057,7 @@ enum End {
 /// A due restart (`wait()` handling the timer on one thread: `Start`, then the factory
 /// called outside the lock) racing `end` on another; see [`restart_racing_stop`] and
 /// [`restart_racing_force`].
-fn restart_racing(end: End, bugs: KnownBugs, preemptions: usize) {
+fn restart_racing(end: End, preemptions: usize) {
     model_bounded(preemptions, move || {
         let (lc, wait, restarts) = due_restart();
         let other = lc.clone();
@@ -1081,7 +1067,7 @@ fn restart_racing(end: End, bugs: KnownBugs, preemptions: usize) {
         });
         let report = block_on(wait);
         ender.join().unwrap();
-        restarts.check(&report, bugs);
+        restarts.check(&report);
         let service = report.service(&op::service_name(0)).unwrap();
         let polled = restarts.restart_polled.load(SeqCst);
         let last_run = ServiceOutcome::Failed(op::FAILURE.into());
@@ -1129,7 +1115,7 @@ fn restart_racing(end: End, bugs: KnownBugs, preemptions: usize) {
 /// service's, so the reference model's timing fits.
 #[test]
 fn restart_racing_stop() {
-    restart_racing(End::Stop, KnownBugs::Tolerated, usize::MAX);
+    restart_racing(End::Stop, usize::MAX);
 }
 
 /// A due restart racing `Force`: the lifecycle ends `Terminated` (the force came first: the
@@ -1140,22 +1126,8 @@ fn restart_racing_stop() {
 /// the force may have been polled before it, and then it is `Abandoned`, not `Stopped`.
 /// Linearizations: `[Add, Exit err, Advance 10, Drive | Force, Drive]`. Bounded at 3
 /// preemptions: at 4 it passes too but takes 22 s on a 2-core machine, against 2.5 s at 3
-/// (both known bugs fail it at 1, a planted removal of `start_run`'s second check at 2).
+/// (the two bugs it found failed it at 1, a planted removal of `start_run`'s second check at 2).
 #[test]
 fn restart_racing_force() {
-    restart_racing(End::Force, KnownBugs::Tolerated, 3);
-}
-
-/// [`restart_racing_stop`] without tolerating [`KnownBugs`]: reproduces bug 1.
-#[test]
-#[ignore = "src bug 1 (KnownBugs): an attempt counted without a factory call"]
-fn restart_racing_stop_strict() {
-    restart_racing(End::Stop, KnownBugs::Reproduced, usize::MAX);
-}
-
-/// [`restart_racing_force`] without tolerating [`KnownBugs`]: reproduces bugs 1 and 2.
-#[test]
-#[ignore = "src bugs 1 and 2 (KnownBugs): an attempt counted without a factory call, Started after Ended"]
-fn restart_racing_force_strict() {
-    restart_racing(End::Force, KnownBugs::Reproduced, 3);
+    restart_racing(End::Force, 3);
 }
