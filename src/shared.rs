@@ -177,6 +177,10 @@ impl Shared {
         // Under the same lock that assigned the id, so indices line up. Adding a service
         // queues no action.
         core.aborts.push(abort);
+        if factory.is_some() {
+            // Made by `start_run`, outside this lock: counted when made.
+            core.machine.first_run_pending(id);
+        }
         core.factories.push(factory);
         Ok(id)
     }

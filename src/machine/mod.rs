@@ -801,6 +801,22 @@ impl Machine {
         }
     }
 
+    /// The first run of this service is made by the driver after it was added (from a
+    /// factory, outside the driver's lock): it counts as an attempt when the driver says it
+    /// was made ([`run_made`](Self::run_made)), and a stop before that ends the service
+    /// without a run (`Stopped`: it was asked to stop before it started).
+    ///
+    /// # Panics
+    ///
+    /// If `id` was not returned by this machine's [`add_service`](Self::add_service).
+    pub fn first_run_pending(&mut self, id: ServiceId) {
+        let entry = &mut self.services[id.0];
+        if entry.attempts == 1 && entry.ended.is_none() && !entry.starting {
+            entry.attempts = 0;
+            entry.starting = true;
+        }
+    }
+
     /// The driver made the run an [`Action::Start`] asked for, at `now`: it counts as an
     /// attempt from now on. Ignored unless a start is pending (so also after the end).
     pub fn run_made(&mut self, now: Instant, id: ServiceId) {

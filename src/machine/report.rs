@@ -254,7 +254,8 @@ impl ServiceReport {
         }
     }
 
-    /// How many runs it had: 1, plus one per restart.
+    /// How many runs it had: 1, plus one per restart (0 for a supervised service stopped
+    /// before its first run was made).
     pub fn attempts(&self) -> u32 {
         self.attempts
     }

@@ -493,3 +493,28 @@ fn the_report_escapes_names_and_says_when_there_is_no_grace_limit() {
     assert!(text.contains("conn\\u{1b}[31m"), "{text}");
     assert!(!text.contains('\u{1b}'), "{text}");
 }
+
+#[test]
+fn a_first_run_made_later_counts_when_made_and_a_stop_before_it_is_clean() {
+    let (mut m, t0) = machine();
+    let made = m.add_service(t0, "made").unwrap();
+    let never = m.add_service(t0, "never").unwrap();
+    m.first_run_pending(made);
+    m.first_run_pending(never);
+    assert_eq!(m.service_restarts(made).0, 0, "not an attempt until made");
+    m.run_made(t0, made);
+    assert_eq!(m.service_restarts(made).0, 1);
+    m.stop(t0, "deploy".into());
+    settle(&mut m, t0, &empty());
+    m.service_exited(t0, made, Exit::Ok);
+    settle(&mut m, t0, &empty());
+    let report = m.report().unwrap();
+    let never = report.service("never").unwrap();
+    assert_eq!(
+        never.outcome(),
+        &ServiceOutcome::Stopped,
+        "stopped before it started"
+    );
+    assert_eq!(never.attempts(), 0);
+    assert_eq!(report.exit_code(), 0);
+}
