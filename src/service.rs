@@ -87,18 +87,16 @@ impl ServiceTask {
         body: impl Future<Output = R> + Send + 'static,
         registration: futures_util::future::AbortRegistration,
     ) -> Self {
-        let body: Body = Box::pin(body.map(ServiceResult::into_exit));
-        ServiceTask {
+        Self::from_exit(
             shared,
-            id: Some(id),
-            body: Some(Abortable::new(
-                AssertUnwindSafe(body).catch_unwind(),
-                registration,
-            )),
-        }
+            id,
+            Box::pin(body.map(ServiceResult::into_exit)),
+            registration,
+        )
     }
 
-    /// A run made by a restartable service's factory (its output already an [`Exit`]).
+    /// A run whose output is already an [`Exit`] (a restartable service's factory makes
+    /// those).
     pub(crate) fn from_exit(
         shared: Arc<Shared>,
         id: ServiceId,

@@ -268,22 +268,23 @@ impl Sessions {
         self.gate.exit()
     }
 
-    /// Ends a named session (`key`), or an unnamed one (`key == UNNAMED`) that panicked.
-    /// `panic` is `Some` when it ended by a panic, with the payload's text if it was caught.
-    /// Returns whether that drained the gate, and the session's name.
-    fn end(&self, key: usize, panic: Option<Option<String>>) -> (bool, Option<Cow<'static, str>>) {
+    /// Ends a session (named: `key`; unnamed: `UNNAMED`) by a panic, with the payload's
+    /// text if it was caught. Returns whether that drained the gate, and the session's name.
+    fn end_panicked(
+        &self,
+        key: usize,
+        message: Option<String>,
+    ) -> (bool, Option<Cow<'static, str>>) {
         let mut registry = lock(&self.registry);
         let name = (key != UNNAMED)
             .then(|| registry.named.try_remove(key))
             .flatten()
             .map(|entry| entry.name);
-        if let Some(message) = panic {
-            registry.panicked_count += 1;
-            if registry.panicked.len() < PANICKED_KEPT {
-                registry
-                    .panicked
-                    .push(PanickedSession::new(name.clone(), message));
-            }
+        registry.panicked_count += 1;
+        if registry.panicked.len() < PANICKED_KEPT {
+            registry
+                .panicked
+                .push(PanickedSession::new(name.clone(), message));
         }
         // Under the registry lock, so a census sees the name and the count agree.
         let drained = self.gate.exit();
@@ -522,7 +523,7 @@ impl Session {
     #[cold]
     fn end_panicked(&self, key: usize, message: Option<String>) -> bool {
         let shown = message.clone();
-        let (drained, name) = self.shared.sessions.end(key, Some(message));
+        let (drained, name) = self.shared.sessions.end_panicked(key, message);
         complain::session_panicked(name.as_deref(), shown.as_deref());
         drained
     }

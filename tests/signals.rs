@@ -164,7 +164,13 @@ impl Drop for Child {
 /// ours comes before it (the old conditional default action terminated the process first).
 #[test]
 fn a_handler_installed_after_the_end_runs() {
-    let mut child = Child::start("handler-after-end", false);
+    the_programs_handler_runs_after_the_end("handler-after-end");
+}
+
+/// A child in `role` ends its lifecycle with a first SIGTERM; a second one must reach the
+/// SIGTERM handler the child installed with signal-hook (it prints "handled", exits 0).
+fn the_programs_handler_runs_after_the_end(role: &str) {
+    let mut child = Child::start(role, false);
     child.expect("ready");
     child.signal("TERM");
     child.expect("ended");
@@ -178,14 +184,7 @@ fn a_handler_installed_after_the_end_runs() {
 /// chains to) is left in place at the end, and keeps running.
 #[test]
 fn a_handler_installed_during_the_lifecycle_keeps_running_after_the_end() {
-    let mut child = Child::start("handler-during", false);
-    child.expect("ready");
-    child.signal("TERM");
-    child.expect("ended");
-    child.signal("TERM");
-    child.expect("handled");
-    let status = child.exit_status();
-    assert_eq!(status.code(), Some(0), "{status}; printed {:?}", child.seen);
+    the_programs_handler_runs_after_the_end("handler-during");
 }
 
 /// (a) SIGINT ignored at exec (as under `nohup`) is ignored again once the lifecycle ended,
