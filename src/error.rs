@@ -79,6 +79,38 @@ pub enum ServiceError {
     /// A service of this name was already added: names identify services in the report
     /// and in [`Report::service`](crate::Report::service).
     DuplicateName(std::borrow::Cow<'static, str>),
+    /// A dependency ([`ServiceOptions::after`](crate::ServiceOptions::after)) names no
+    /// service added so far: dependencies are added first.
+    UnknownDependency {
+        /// The service being added.
+        service: std::borrow::Cow<'static, str>,
+        /// The name it depends on.
+        dependency: std::borrow::Cow<'static, str>,
+    },
+    /// A service that depends on itself: the one cycle a dependency list can spell, since
+    /// every other dependency must already be added.
+    DependencyCycle {
+        /// The service.
+        service: std::borrow::Cow<'static, str>,
+    },
+    /// Its stop budgets, added along its longest chain of dependencies, exceed the grace:
+    /// the chain could not stop within the deadline.
+    BudgetsExceedGrace {
+        /// The service being added (the start of the chain).
+        service: std::borrow::Cow<'static, str>,
+        /// The budgets' sum along the chain.
+        total: std::time::Duration,
+        /// The lifecycle's grace.
+        grace: std::time::Duration,
+    },
+    /// A setting that is wrong whatever the program.
+    Config(crate::ConfigError),
+}
+
+impl From<crate::ConfigError> for ServiceError {
+    fn from(error: crate::ConfigError) -> Self {
+        ServiceError::Config(error)
+    }
 }
 
 impl From<Refused> for ServiceError {
@@ -94,6 +126,27 @@ impl fmt::Display for ServiceError {
             ServiceError::DuplicateName(name) => {
                 write!(f, "a service named \"{name}\" was already added")
             }
+            ServiceError::UnknownDependency {
+                service,
+                dependency,
+            } => write!(
+                f,
+                "service \"{service}\" depends on \"{dependency}\", which was not added (add \
+                 dependencies first)"
+            ),
+            ServiceError::DependencyCycle { service } => {
+                write!(f, "service \"{service}\" depends on itself")
+            }
+            ServiceError::BudgetsExceedGrace {
+                service,
+                total,
+                grace,
+            } => write!(
+                f,
+                "the stop budgets along service \"{service}\"'s dependencies add up to \
+                 {total:?}, more than the grace of {grace:?}"
+            ),
+            ServiceError::Config(error) => error.fmt(f),
         }
     }
 }
@@ -102,7 +155,8 @@ impl std::error::Error for ServiceError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ServiceError::Refused(refused) => Some(refused),
-            ServiceError::DuplicateName(_) => None,
+            ServiceError::Config(error) => Some(error),
+            _ => None,
         }
     }
 }

@@ -49,6 +49,20 @@ pub enum Event<'a> {
         /// Which run (1 for the first).
         attempt: u32,
     },
+    /// A service that [declares readiness](crate::ServiceOptions::declares_ready) declared
+    /// its run ready (a service that does not is ready when it is `Started`).
+    Ready {
+        /// The service.
+        service: &'a str,
+        /// Which run (1 for the first).
+        attempt: u32,
+    },
+    /// A service's stop signal fired after the stop was requested, because the services
+    /// depending on it were done: ordered stop, dependents first.
+    Stopping {
+        /// The service.
+        service: &'a str,
+    },
     /// A service's run ended uncleanly: an error, a panic (with its payload), an early
     /// return, or a drop before it finished.
     Failed {
@@ -79,7 +93,8 @@ pub enum Event<'a> {
         /// How long since the stop was requested.
         elapsed: Duration,
     },
-    /// A service was still running when the lifecycle gave up on it.
+    /// A service was still running when the lifecycle gave up on it (at the deadline, or
+    /// past its own stop budget).
     Abandoned {
         /// The service.
         service: &'a str,
@@ -98,6 +113,15 @@ impl fmt::Display for Event<'_> {
         match self {
             Event::Started { service, attempt } => {
                 write!(f, "service \"{service}\" started (run {attempt})")
+            }
+            Event::Ready { service, attempt } => {
+                write!(f, "service \"{service}\" ready (run {attempt})")
+            }
+            Event::Stopping { service } => {
+                write!(
+                    f,
+                    "service \"{service}\" signalled to stop (its dependents are done)"
+                )
             }
             Event::Failed { service, outcome } => write!(f, "service \"{service}\" {outcome}"),
             Event::Restarting {

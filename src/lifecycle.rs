@@ -129,8 +129,9 @@ impl Lifecycle {
     {
         let shared = self.shared();
         let (abort, registration) = AbortHandle::new_pair();
-        let id = shared.add_service(name.into(), ServiceOptions::default(), abort, None)?;
-        let stop = StopSignal::new(shared.clone());
+        let (id, _) =
+            shared.add_service(name.into(), ServiceOptions::default(), abort, None, None)?;
+        let stop = StopSignal::for_service(shared.clone(), id, 1);
         let body = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(stop))) {
             Ok(body) => body,
             Err(payload) => {
@@ -214,10 +215,133 @@ impl Lifecycle {
         let (abort, _registration) = AbortHandle::new_pair();
         let factory: crate::shared::Factory =
             Box::new(move |stop| Box::pin(factory(stop).map(ServiceResult::into_exit)));
-        let id = shared.add_service(name.into(), options, abort, Some(factory))?;
-        // The first run is made as every restart is: by the factory, outside the locks.
-        shared.start_run(id);
+        let (id, start_now) =
+            shared.add_service(name.into(), options, abort, Some(factory), None)?;
+        if start_now {
+            // The first run is made as every restart is: by the factory, outside the locks.
+            shared.start_run(id);
+        }
         Ok(())
+    }
+
+    /// Runs a lifecycle nested in this one, as its service `name`, and returns it: add its
+    /// own services and sessions to it as to any lifecycle.
+    ///
+    /// The nested lifecycle is built from `builder`, with this one's clock, spawner and grace
+    /// where `builder` sets none. It runs as long as its service does: when this lifecycle
+    /// stops it (after the services that depend on it, as `options` says), it stops with
+    /// [`StopCause::ParentStopping`] and a deadline that is the earlier of its own grace and
+    /// what this one has left for it — so the whole tree ends within the outer grace. If it
+    /// ends on its own (one of its services failed, or it was stopped directly), its
+    /// service ends: cleanly if its report is (after the stop), else as a failure, which
+    /// under [`FailurePolicy::StopAll`] stops this one too.
+    ///
+    /// Its report joins this one's ([`ServiceReport::nested`](crate::ServiceReport::nested)),
+    /// the report's `Display` shows the tree, and this one's exit code is the highest of
+    /// the tree's: a straggler abandoned at any depth is named, and makes the exit status 2.
+    /// If this lifecycle ends first (its deadline, a force), the nested one is ended with it
+    /// and its report is still attached.
+    ///
+    /// The nested lifecycle counts as ready as soon as it is added (order services inside
+    /// it with their own dependencies). Its own event hook, failure policy and intensity
+    /// come from `builder`; none is inherited.
+    ///
+    /// # Errors
+    ///
+    /// As [`service_with`](Lifecycle::service_with), and [`ServiceError::Config`] with
+    /// [`ConfigError::RestartNested`](crate::ConfigError::RestartNested) for a restart
+    /// policy other than [`Restart::Never`](crate::Restart::Never): a lifecycle runs once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_lifecycle::{Lifecycle, ServiceOptions, State};
+    ///
+    /// let lc = Lifecycle::new();
+    /// lc.service("db", |stop| stop)?;
+    /// let workers = lc.nest("workers", ServiceOptions::new().after(["db"]), Lifecycle::builder())?;
+    /// workers.service("worker 1", |stop| stop)?;
+    /// workers.service("worker 2", |stop| stop)?;
+    ///
+    /// lc.stop("deploy");
+    /// let report = futures::executor::block_on(lc.wait());
+    /// let nested = report.service("workers").unwrap().nested().unwrap();
+    /// assert_eq!(nested.state(), State::Terminated);
+    /// assert_eq!(nested.services().len(), 2);
+    /// assert_eq!(report.exit_code(), 0);
+    /// println!("{report}"); // the tree
+    /// # Ok::<(), async_lifecycle::ServiceError>(())
+    /// ```
+    pub fn nest(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        options: ServiceOptions,
+        builder: Builder,
+    ) -> Result<Lifecycle, ServiceError> {
+        use futures_util::FutureExt;
+        if options.restart_policy() != crate::Restart::Never {
+            return Err(crate::ConfigError::RestartNested.into());
+        }
+        let parent = self.shared();
+        let mut builder = builder;
+        if builder.clock.is_none() && builder.runtime.is_none() {
+            builder.clock = Some(parent.clock.clone());
+        }
+        if builder.spawner.is_none() && builder.runtime.as_ref().is_none_or(|r| r.2.is_none()) {
+            builder.spawner = parent.spawner.clone();
+        }
+        if builder.grace.is_none() {
+            builder.grace = Some(parent.grace());
+        }
+        let nested = builder.build();
+        // Its parent will stop it: something to wait for, so its first `wait()` does not
+        // stop it for having nothing to run yet.
+        nested.shared().apply(|m, _| m.handle_stop_trigger());
+        let mut handle = Some(nested.clone());
+        let mut factory = move |stop: StopSignal| {
+            let nested = handle.take();
+            async move {
+                let Some(nested) = nested else {
+                    return Err("a nested lifecycle runs once".to_owned());
+                };
+                let wait = nested.wait();
+                let report = match futures_util::future::select(wait, stop.clone()).await {
+                    futures_util::future::Either::Left((report, _)) => report,
+                    futures_util::future::Either::Right(((), wait)) => {
+                        // Its deadline: what this lifecycle has left for it.
+                        let by = stop.deadline();
+                        nested
+                            .shared()
+                            .apply(|m, now| m.stop_by(now, StopCause::ParentStopping, by));
+                        wait.await
+                    }
+                };
+                if report.exit_code() == 0 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "nested lifecycle {} (exit code {})",
+                        report.state(),
+                        report.exit_code()
+                    ))
+                }
+            }
+        };
+        let factory: crate::shared::Factory =
+            Box::new(move |stop| Box::pin(factory(stop).map(ServiceResult::into_exit)));
+        let (abort, _registration) = AbortHandle::new_pair();
+        let nested_shared = nested.shared().clone();
+        let (id, start_now) = parent.add_service(
+            name.into(),
+            options,
+            abort,
+            Some(factory),
+            Some(nested_shared),
+        )?;
+        if start_now {
+            parent.start_run(id);
+        }
+        Ok(nested)
     }
 
     /// Stops the lifecycle when `trigger` resolves, with its output as the cause: for a
@@ -532,7 +656,8 @@ impl fmt::Debug for Lifecycle {
 /// ```
 #[must_use = "a builder does nothing until .build() is called"]
 pub struct Builder {
-    grace: Duration,
+    /// `None`: [`DEFAULT_GRACE`] (or, nested, the parent's).
+    grace: Option<Duration>,
     clock: Option<Arc<dyn Clock>>,
     spawner: Option<Spawner>,
     /// A runtime chosen by `.tokio()`, `.smol(..)` or `.async_io()`: its name, clock and
@@ -547,7 +672,7 @@ pub struct Builder {
 impl Builder {
     fn new() -> Self {
         Builder {
-            grace: DEFAULT_GRACE,
+            grace: None,
             clock: None,
             spawner: None,
             runtime: None,
@@ -613,7 +738,7 @@ impl Builder {
     /// executor (a service has had no chance to see its stop yet). `Duration::MAX` never
     /// abandons (only [`Lifecycle::force`] does).
     pub fn grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
+        self.grace = Some(grace);
         self
     }
 
@@ -657,7 +782,8 @@ impl Builder {
             .or(runtime_clock)
             .unwrap_or_else(|| Arc::new(SystemClock::new()));
         let spawner = self.spawner.or(runtime_spawner);
-        let mut machine = Machine::new(clock.now(), self.grace, self.policy);
+        let grace = self.grace.unwrap_or(DEFAULT_GRACE);
+        let mut machine = Machine::new(clock.now(), grace, self.policy);
         machine.set_restart_intensity(self.intensity);
         machine.set_seed(self.seed.unwrap_or_else(|| {
             use std::hash::{BuildHasher, RandomState};
@@ -673,7 +799,7 @@ impl Builder {
 impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
-            .field("grace", &self.grace)
+            .field("grace", &self.grace.unwrap_or(DEFAULT_GRACE))
             .field("clock", &self.clock)
             .field(
                 "spawner",

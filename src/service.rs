@@ -248,13 +248,18 @@ impl Drop for Trigger {
     }
 }
 
-/// Resolves when the lifecycle starts draining: the moment to stop taking new work and wrap
-/// up what is in flight.
+/// Resolves when it is time to stop: for a service, when its dependents are done (at once,
+/// for a service nothing running depends on); for everyone else, when the lifecycle starts
+/// draining. The moment to stop taking new work and wrap up what is in flight.
 ///
 /// Every service is handed one; [`Session::stop_signal`](crate::Session::stop_signal) and
 /// [`Lifecycle::stop_signal`](crate::Lifecycle::stop_signal) give more. It is level-triggered:
 /// once the stop was requested, it is ready at every poll, so it can sit in a `select!` loop.
 /// Cloning it is cheap; each clone waits on its own.
+///
+/// The signal a service's run receives is also how that run declares itself ready
+/// ([`ready`](StopSignal::ready)), for a service added with
+/// [`ServiceOptions::declares_ready`](crate::ServiceOptions::declares_ready).
 ///
 /// # Examples
 ///
@@ -272,28 +277,95 @@ impl Drop for Trigger {
 #[must_use = "futures do nothing unless you .await or poll them"]
 pub struct StopSignal {
     shared: Arc<Shared>,
+    /// The service run it was handed to, and which run: its own signal, and its readiness.
+    service: Option<(ServiceId, u32)>,
     key: Option<usize>,
+    /// Its registration with the service's own signal, once the lifecycle's fired.
+    held_key: Option<usize>,
 }
 
 impl StopSignal {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        StopSignal { shared, key: None }
+        StopSignal {
+            shared,
+            service: None,
+            key: None,
+            held_key: None,
+        }
     }
 
-    /// Whether the stop was requested.
+    /// The signal of run `attempt` of service `id`.
+    pub(crate) fn for_service(shared: Arc<Shared>, id: ServiceId, attempt: u32) -> Self {
+        StopSignal {
+            shared,
+            service: Some((id, attempt)),
+            key: None,
+            held_key: None,
+        }
+    }
+
+    /// Whether it fired: the stop was requested and, for a service's signal, its dependents
+    /// are done.
     pub fn is_stopped(&self) -> bool {
         self.shared.stop.is_fired()
+            && self
+                .service
+                .and_then(|(id, _)| self.shared.held(id))
+                .is_none_or(|held| held.is_fired())
     }
 
     /// Why the lifecycle stopped, once it did.
     pub fn cause(&self) -> Option<&StopCause> {
         self.shared.cause()
     }
+
+    /// Declares the service run this signal was handed to ready: its dependents
+    /// ([`ServiceOptions::after`](crate::ServiceOptions::after)) may start, its start timeout
+    /// no longer runs, and the live view shows it ready. Returns whether this call changed
+    /// that: `false` when it was ready already, when the lifecycle is stopping, for the
+    /// signal of an earlier run, or for a signal that was not handed to a service
+    /// (a session's or the lifecycle's).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_lifecycle::{Lifecycle, ServiceOptions};
+    ///
+    /// let lc = Lifecycle::new();
+    /// lc.service_with("db", ServiceOptions::new().declares_ready(), |stop| async move {
+    ///     // … open the pool …
+    ///     stop.ready();
+    ///     stop.await;
+    /// })?;
+    /// lc.service_with("api", ServiceOptions::new().after(["db"]), |stop| stop)?;
+    /// lc.stop("demo");
+    /// let report = futures::executor::block_on(lc.wait());
+    /// assert_eq!(report.exit_code(), 0);
+    /// # Ok::<(), async_lifecycle::ServiceError>(())
+    /// ```
+    pub fn ready(&self) -> bool {
+        match self.service {
+            Some((id, attempt)) => self.shared.ready(id, attempt),
+            None => false,
+        }
+    }
+
+    /// The instant by which this service must have stopped (its stop budget's end, else the
+    /// lifecycle's deadline), once its signal fired.
+    pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
+        let (id, _) = self.service?;
+        self.shared.service_deadline(id)
+    }
 }
 
 impl Clone for StopSignal {
     fn clone(&self) -> Self {
-        StopSignal::new(self.shared.clone())
+        StopSignal {
+            shared: self.shared.clone(),
+            service: self.service,
+            key: None,
+            held_key: None,
+        }
     }
 }
 
@@ -302,13 +374,21 @@ impl Future for StopSignal {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        this.shared.stop.poll_wait(&mut this.key, cx)
+        std::task::ready!(this.shared.stop.poll_wait(&mut this.key, cx));
+        // Set before `stop` fired: a service that had a dependent running waits for its own.
+        match this.service.and_then(|(id, _)| this.shared.held(id)) {
+            Some(held) => held.poll_wait(&mut this.held_key, cx),
+            None => Poll::Ready(()),
+        }
     }
 }
 
 impl Drop for StopSignal {
     fn drop(&mut self) {
         self.shared.stop.cancel(&mut self.key);
+        if let Some(held) = self.service.and_then(|(id, _)| self.shared.held(id)) {
+            held.cancel(&mut self.held_key);
+        }
     }
 }
 

@@ -50,6 +50,9 @@ struct Core {
     /// The factories of restartable services, by service index (`None`: run once, or taken
     /// out while it makes a run, outside this lock).
     factories: Vec<Option<Factory>>,
+    /// The lifecycles nested as services ([`Lifecycle::nest`](crate::Lifecycle::nest)):
+    /// their reports join this one's at the end.
+    nested: Vec<(ServiceId, Arc<Shared>)>,
 }
 
 impl std::fmt::Debug for Core {
@@ -57,6 +60,15 @@ impl std::fmt::Debug for Core {
         f.debug_struct("Core")
             .field("machine", &self.machine)
             .finish_non_exhaustive()
+    }
+}
+
+/// Ends a machine at `now`: by its deadline's census if the deadline has come, else forced.
+fn end_now(m: &mut Machine, now: Instant) {
+    if m.census_needs_names(now) {
+        m.handle_timeout(now);
+    } else {
+        m.force(now);
     }
 }
 
@@ -68,6 +80,9 @@ pub(crate) struct Shared {
     cause: OnceLock<StopCause>,
     /// Fires when the stop is requested (draining starts).
     pub(crate) stop: Broadcast,
+    /// Set at the stop, before `stop` fires: by service index, the stop signal of each
+    /// service that still had a dependent running then (`None`: signalled by `stop`).
+    held: OnceLock<Vec<Option<Broadcast>>>,
     /// Fires when a final state is reached; the report is in the machine by then.
     pub(crate) finished: Broadcast,
     /// Guards the state machine and what hangs off its transitions.
@@ -97,8 +112,15 @@ struct Effects {
     complaints: Vec<Action>,
     /// Services whose next run is due.
     starts: Vec<ServiceId>,
-    /// A restart was scheduled: the drivers' next timeout moved.
+    /// The next timeout moved (a restart scheduled, a stop budget started): wake the
+    /// drivers.
     rescheduled: bool,
+    /// Services whose own stop signal fires now (their dependents are done).
+    releases: Vec<(ServiceId, String)>,
+    /// Runs given up on past their stop budget: cancel them (and end a nested lifecycle).
+    give_ups: Vec<(AbortHandle, Option<Arc<Shared>>)>,
+    /// Nested lifecycles ended with this one: their own effects.
+    nested: Vec<(Arc<Shared>, Effects)>,
     /// The report, when the machine ended in this settle.
     finished: Option<Report>,
     aborts: Vec<AbortHandle>,
@@ -116,11 +138,13 @@ impl Shared {
             wait_seen: AtomicBool::new(false),
             cause: OnceLock::new(),
             stop: Broadcast::new(),
+            held: OnceLock::new(),
             finished: Broadcast::new(),
             core: Mutex::new(Core {
                 machine,
                 aborts: Vec::new(),
                 factories: Vec::new(),
+                nested: Vec::new(),
             }),
             clock,
             spawner,
@@ -156,33 +180,85 @@ impl Shared {
         let result;
         {
             let mut core = lock(&self.core);
+            let timeout = core.machine.poll_timeout();
             result = input(&mut core.machine, now);
             self.settle(&mut core, now, &mut effects);
+            effects.rescheduled |= core.machine.poll_timeout() != timeout;
         }
         self.carry_out(effects);
         result
     }
 
-    /// Registers a service; its abort handle is stored under the lock that assigned its id.
+    /// Registers a service; its abort handle (and the nested lifecycle it runs, if any) is
+    /// stored under the lock that assigned its id. Returns its id and whether the caller
+    /// makes its first run now: a service with dependencies is started by the machine
+    /// instead, when they are ready (maybe by this call).
     pub(crate) fn add_service(
-        &self,
+        self: &Arc<Self>,
         name: Cow<'static, str>,
         options: ServiceOptions,
         abort: AbortHandle,
         factory: Option<Factory>,
-    ) -> Result<ServiceId, ServiceError> {
+        nested: Option<Arc<Shared>>,
+    ) -> Result<(ServiceId, bool), ServiceError> {
         let now = self.clock.now();
-        let mut core = lock(&self.core);
-        let id = core.machine.add_service_with(now, name, options)?;
-        // Under the same lock that assigned the id, so indices line up. Adding a service
-        // queues no action.
-        core.aborts.push(abort);
-        if factory.is_some() {
-            // Made by `start_run`, outside this lock: counted when made.
-            core.machine.first_run_pending(id);
+        let ordered = options.dependencies().next().is_some();
+        let mut effects = Effects::default();
+        let id;
+        {
+            let mut core = lock(&self.core);
+            let timeout = core.machine.poll_timeout();
+            id = core.machine.add_service_with(now, name, options)?;
+            // Under the same lock that assigned the id, so indices line up.
+            core.aborts.push(abort);
+            if factory.is_some() && !ordered {
+                // Made by `start_run`, outside this lock: counted when made.
+                core.machine.first_run_pending(id);
+            }
+            core.factories.push(factory);
+            if let Some(nested) = nested {
+                core.nested.push((id, nested));
+            }
+            self.settle(&mut core, now, &mut effects);
+            effects.rescheduled |= core.machine.poll_timeout() != timeout;
         }
-        core.factories.push(factory);
-        Ok(id)
+        self.carry_out(effects);
+        Ok((id, !ordered))
+    }
+
+    /// The run `attempt` of service `id` declared itself ready. Returns whether that changed
+    /// anything (a stale signal of an earlier run changes nothing).
+    pub(crate) fn ready(self: &Arc<Self>, id: ServiceId, attempt: u32) -> bool {
+        let ready =
+            self.apply(|m, now| m.service_restarts(id).0 == attempt && m.service_ready(now, id));
+        if ready && event::wanted(self.events.as_ref()) {
+            let name = lock(&self.core).machine.service_name(id).to_owned();
+            event::emit(
+                self.events.as_ref(),
+                Event::Ready {
+                    service: &name,
+                    attempt,
+                },
+            );
+        }
+        ready
+    }
+
+    /// The stop signal of a service that had a dependent running at the stop; `None` for
+    /// the others (and before the stop).
+    pub(crate) fn held(&self, id: ServiceId) -> Option<&Broadcast> {
+        self.held.get()?.get(id.0)?.as_ref()
+    }
+
+    /// The instant a service's stop must be over (its budget's end, else the deadline).
+    pub(crate) fn service_deadline(&self, id: ServiceId) -> Option<Instant> {
+        lock(&self.core).machine.service_deadline(id)
+    }
+
+    /// Ends this (nested) lifecycle now, for a parent that gave up on it: at its deadline
+    /// if that has come (it is abandoned as its own deadline says), else by forcing it.
+    pub(crate) fn end_nested(self: &Arc<Self>) {
+        self.apply(end_now);
     }
 
     /// Makes and starts a restartable service's run (its first, or a restart) with its
@@ -191,12 +267,13 @@ impl Shared {
     /// come in between: the run made then is dropped unpolled). A run not made is cancelled
     /// in the machine, which ends the service as its last run did.
     pub(crate) fn start_run(self: &Arc<Self>, id: ServiceId) {
-        let factory = {
+        let (factory, attempt) = {
             let mut core = lock(&self.core);
+            let attempt = core.machine.service_restarts(id).0.saturating_add(1);
             if core.machine.state() == State::Running {
-                core.factories[id.0].take()
+                (core.factories[id.0].take(), attempt)
             } else {
-                None
+                (None, attempt)
             }
         };
         let Some(mut factory) = factory else {
@@ -204,7 +281,7 @@ impl Shared {
             return;
         };
         let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            factory(StopSignal::new(self.clone()))
+            factory(StopSignal::for_service(self.clone(), id, attempt))
         }));
         let (abort, registration) = AbortHandle::new_pair();
         let now = self.clock.now();
@@ -236,6 +313,11 @@ impl Shared {
             // The factory itself panicked: that run ended by a panic (maybe restarted).
             Err(payload) => self.service_exited(id, Exit::Panic(panic_text(&*payload))),
         }
+    }
+
+    /// The grace this lifecycle allows.
+    pub(crate) fn grace(&self) -> std::time::Duration {
+        lock(&self.core).machine.grace()
     }
 
     pub(crate) fn state(&self) -> State {
@@ -299,6 +381,7 @@ impl Shared {
                         until.saturating_duration_since(started),
                         attempts.saturating_sub(1),
                         due.map(|due| due.saturating_duration_since(now)),
+                        m.service_readiness(id),
                     )
                 })
                 .collect();
@@ -316,6 +399,13 @@ impl Shared {
                         // Before `stop` fires, so a fired stop signal always has its cause.
                         let _ = self.cause.set(cause.clone());
                     }
+                    // Before `stop` fires too: a service's signal looks here once it fired.
+                    let mut held: Vec<Option<Broadcast>> = Vec::new();
+                    for id in core.machine.held() {
+                        held.resize_with(id.0 + 1, || None);
+                        held[id.0] = Some(Broadcast::new());
+                    }
+                    let _ = self.held.set(held);
                     // Admission closes before anything else of the stop is visible. Whether
                     // that drained it is the machine's question: the census that follows.
                     self.sessions.close();
@@ -332,9 +422,45 @@ impl Shared {
                     effects.complaints.push(action);
                 }
                 Action::Start { service } => effects.starts.push(service),
+                Action::Release { service } => {
+                    let name = core.machine.service_name(service).to_owned();
+                    effects.releases.push((service, name));
+                }
+                Action::GiveUp { service } => {
+                    let nested = core
+                        .nested
+                        .iter()
+                        .find(|(id, _)| *id == service)
+                        .map(|(_, nested)| nested.clone());
+                    effects
+                        .give_ups
+                        .push((core.aborts[service.0].clone(), nested));
+                }
                 Action::SlowToStop { .. } => effects.complaints.push(action),
                 Action::Abandon => effects.aborts = core.aborts.clone(),
-                Action::Finish => effects.finished = core.machine.report().cloned(),
+                Action::Finish => {
+                    self.join_nested(core, effects);
+                    effects.finished = core.machine.report().cloned();
+                }
+            }
+        }
+    }
+
+    /// At this lifecycle's end, ends every nested one still running (each under its own
+    /// lock: parent → child is the lock order; their effects are carried out after ours)
+    /// and attaches their reports to this one's, so every straggler is named at every depth.
+    fn join_nested(&self, core: &mut Core, effects: &mut Effects) {
+        for (id, nested) in &core.nested {
+            let mut child = lock(&nested.core);
+            if !child.machine.state().is_terminal() {
+                let now = nested.clock.now();
+                let mut child_effects = Effects::default();
+                end_now(&mut child.machine, now);
+                nested.settle(&mut child, now, &mut child_effects);
+                effects.nested.push((nested.clone(), child_effects));
+            }
+            if let Some(report) = child.machine.report() {
+                core.machine.attach_nested(*id, report.clone());
             }
         }
     }
@@ -344,6 +470,21 @@ impl Shared {
         let hook = self.events.as_ref();
         if effects.fire_stop {
             self.stop.fire();
+        }
+        for (id, name) in &effects.releases {
+            if let Some(signal) = self.held(*id) {
+                signal.fire();
+            }
+            event::emit(hook, Event::Stopping { service: name });
+        }
+        for (abort, nested) in effects.give_ups {
+            quietly(|| abort.abort());
+            if let Some(nested) = nested {
+                nested.end_nested();
+            }
+        }
+        for (nested, nested_effects) in effects.nested {
+            nested.carry_out(nested_effects);
         }
         for action in &effects.complaints {
             match action {

@@ -140,12 +140,23 @@ impl fmt::Display for Snapshot {
         }
         for s in &self.services {
             match &s.outcome {
+                None if s.waiting => write!(
+                    f,
+                    "; service {} waiting for its dependencies",
+                    shown(&s.name)
+                )?,
                 None if s.restart_in.is_some() => write!(
                     f,
                     "; service {} restarting in {:.3?} (restart {})",
                     shown(&s.name),
                     s.restart_in.unwrap_or_default(),
                     s.restarts + 1
+                )?,
+                None if !s.ready => write!(
+                    f,
+                    "; service {} starting (not ready) for {:.3?}",
+                    shown(&s.name),
+                    s.uptime
                 )?,
                 None => write!(
                     f,
@@ -168,6 +179,8 @@ pub struct ServiceSnapshot {
     uptime: Duration,
     restarts: u32,
     restart_in: Option<Duration>,
+    waiting: bool,
+    ready: bool,
 }
 
 impl ServiceSnapshot {
@@ -177,6 +190,7 @@ impl ServiceSnapshot {
         uptime: Duration,
         restarts: u32,
         restart_in: Option<Duration>,
+        (waiting, ready): (bool, bool),
     ) -> Self {
         ServiceSnapshot {
             name,
@@ -184,7 +198,21 @@ impl ServiceSnapshot {
             uptime,
             restarts,
             restart_in,
+            waiting,
+            ready,
         }
+    }
+
+    /// Whether it waits for its dependencies to be ready: not started yet.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting
+    }
+
+    /// Whether its current run is ready: it does not
+    /// [declare readiness](crate::ServiceOptions::declares_ready), or declared it. `false`
+    /// while it waits for its dependencies, waits for a restart, or after it ended.
+    pub fn is_ready(&self) -> bool {
+        self.ready && self.outcome.is_none() && self.restart_in.is_none()
     }
 
     /// How many times it was restarted so far.

@@ -447,7 +447,7 @@ fn no_run_is_made_once_a_stop_was_requested_even_by_another_services_factory() {
         .restart(Restart::OnFailure)
         .backoff(round_backoff());
     let a = a_calls.clone();
-    h.lc.service_with("a", options, move |_stop| {
+    h.lc.service_with("a", options.clone(), move |_stop| {
         if a.fetch_add(1, Ordering::SeqCst) == 1 {
             weak.stop("a's second run stops everything");
         }

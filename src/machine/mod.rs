@@ -150,6 +150,19 @@ pub enum StopCause {
     },
     /// The stop was forced before anyone asked for a graceful one.
     Forced,
+    /// A service did not become ready: past its
+    /// [`start_timeout`](ServiceOptions::start_timeout) (`timeout` is `Some`), or it ended
+    /// for good before it was ready while services depending on it waited (`None`). What
+    /// already started is stopped, dependents first. Exit status 1.
+    StartFailed {
+        /// The service that did not become ready.
+        service: Cow<'static, str>,
+        /// The start timeout it exceeded, if that is what failed.
+        timeout: Option<Duration>,
+    },
+    /// The lifecycle is nested in another ([`Lifecycle::nest`](crate::Lifecycle::nest)),
+    /// which is stopping it: its deadline is the parent's, for it.
+    ParentStopping,
     /// Every `Lifecycle` handle was dropped without a stop being requested.
     HandlesDropped,
     /// The lifecycle was waited on with nothing to run: no service was ever added and no
@@ -174,6 +187,22 @@ impl fmt::Display for StopCause {
                 "restart intensity exceeded: {restarts} restarts within {within:?}, the last \
                  of service \"{service}\""
             ),
+            StopCause::StartFailed {
+                service,
+                timeout: Some(timeout),
+            } => write!(
+                f,
+                "start failed: service \"{service}\" was not ready within {timeout:?}"
+            ),
+            StopCause::StartFailed {
+                service,
+                timeout: None,
+            } => write!(
+                f,
+                "start failed: service \"{service}\" ended before it was ready, and services \
+                 depending on it were waiting"
+            ),
+            StopCause::ParentStopping => f.write_str("the parent lifecycle is stopping"),
             StopCause::Forced => f.write_str("forced"),
             StopCause::HandlesDropped => f.write_str("every lifecycle handle was dropped"),
             StopCause::NothingToRun => {
@@ -246,14 +275,19 @@ pub enum ServiceOutcome {
     Panicked(String),
     /// Its future was dropped before it completed.
     Dropped,
-    /// It was still running when the lifecycle gave up on it.
+    /// It was still running when the lifecycle gave up on it: at the deadline, when the
+    /// stop was forced, or past its own stop budget.
     Abandoned,
+    /// It was never started: the stop came while it waited for its dependencies to be
+    /// ready. Clean: nothing it would have done was lost.
+    NotStarted,
 }
 
 impl ServiceOutcome {
-    /// Whether this is the one clean outcome, [`ServiceOutcome::Stopped`].
+    /// Whether this outcome is clean: [`ServiceOutcome::Stopped`], or
+    /// [`ServiceOutcome::NotStarted`] (the stop came before its dependencies were ready).
     pub fn is_clean(&self) -> bool {
-        matches!(self, ServiceOutcome::Stopped)
+        matches!(self, ServiceOutcome::Stopped | ServiceOutcome::NotStarted)
     }
 }
 
@@ -266,6 +300,9 @@ impl fmt::Display for ServiceOutcome {
             ServiceOutcome::Panicked(payload) => write!(f, "panicked: {payload}"),
             ServiceOutcome::Dropped => f.write_str("dropped before it finished"),
             ServiceOutcome::Abandoned => f.write_str("abandoned"),
+            ServiceOutcome::NotStarted => {
+                f.write_str("not started (stopped while waiting for its dependencies)")
+            }
         }
     }
 }
@@ -314,7 +351,21 @@ pub enum Action {
         /// How long since the stop was requested.
         elapsed: Duration,
     },
-    /// Start the service's next run (from its factory).
+    /// This service's dependents have all ended (or spent their stop budgets): fire its
+    /// own stop signal now. Services with no dependent still running at the stop are
+    /// signalled by [`Drain`](Action::Drain) itself; [`Machine::held`] lists the others then.
+    Release {
+        /// The service.
+        service: ServiceId,
+    },
+    /// This service spent its stop budget before the deadline: cancel its run (it is
+    /// recorded as abandoned, and a [`Complain`](Action::Complain) came first).
+    GiveUp {
+        /// The service.
+        service: ServiceId,
+    },
+    /// Start the service's next run (from its factory): a restart, or a first run whose
+    /// dependencies are ready.
     Start {
         /// The service.
         service: ServiceId,
@@ -394,12 +445,40 @@ struct ServiceEntry {
     /// ([`Machine::run_made`]) or not ([`Machine::cancel_start`]).
     starting: bool,
     ended: Option<(Instant, ServiceOutcome)>,
+    /// The services it starts after and stops before.
+    after: Vec<ServiceId>,
+    /// The services that start after it.
+    dependents: Vec<ServiceId>,
+    /// The longest chain of dependencies below it (0: none): its default stop budget is the
+    /// time left divided by `1 + depth`.
+    depth: u32,
+    /// Its explicit stop budgets plus the longest such sum along its dependencies.
+    chain: Duration,
+    /// Its first run waits for its dependencies to be ready.
+    waiting: bool,
+    /// Its current run is ready.
+    ready: bool,
+    /// A run of it was ready once: its dependents may start.
+    ever_ready: bool,
+    /// Its start timeout's deadline, until it is ready.
+    ready_by: Option<Instant>,
+    /// While draining: when its own stop signal fired.
+    released: Option<Instant>,
+    /// While draining: when its stop budget runs out.
+    budget_end: Option<Instant>,
+    /// While draining: when it is reported slow to stop (half its budget), until it is.
+    slow_at: Option<Instant>,
 }
 
 impl ServiceEntry {
     /// Running, or waiting for a restart: not ended yet.
     fn is_live(&self) -> bool {
         self.ended.is_none()
+    }
+
+    /// Running or about to: not ended and not waiting for its dependencies.
+    fn has_run(&self) -> bool {
+        self.ended.is_none() && !self.waiting
     }
 }
 
@@ -435,9 +514,8 @@ struct Draining {
     forced: bool,
     /// A census saw nothing live after admission closed.
     sessions_drained: bool,
-    /// When the services still running are reported slow to stop (half the grace), until
-    /// it is handled.
-    slow_at: Option<Instant>,
+    /// A service was abandoned past its stop budget: the end is `Abandoned`.
+    gave_up: bool,
 }
 
 /// The lifecycle's state machine. See the [module docs](self) for the transition table.
@@ -591,13 +669,23 @@ impl Machine {
         self.add_service_with(now, name, ServiceOptions::default())
     }
 
-    /// Registers a service that starts running at `now`, supervised as `options` say.
+    /// Registers a service at `now`, supervised and ordered as `options` say.
+    ///
+    /// A service with no dependency is running from `now` (its driver already has its
+    /// future; a driver that makes runs with a factory calls
+    /// [`first_run_pending`](Self::first_run_pending) next). A service with dependencies
+    /// is started by an [`Action::Start`] once every dependency is ready — at once if they
+    /// already are — and its driver answers [`run_made`](Self::run_made).
     ///
     /// # Errors
     ///
     /// [`ServiceError::Refused`] once the machine has left `Running` (a service cannot be
-    /// started while the program is stopping), and [`ServiceError::DuplicateName`] when a
-    /// service of that name was already added: names identify services in the report.
+    /// started while the program is stopping), [`ServiceError::DuplicateName`] when a
+    /// service of that name was already added (names identify services in the report),
+    /// [`ServiceError::UnknownDependency`] and [`ServiceError::DependencyCycle`] for a
+    /// dependency that is not an earlier service, [`ServiceError::Config`] for a zero or
+    /// absurd start timeout or stop budget, and [`ServiceError::BudgetsExceedGrace`] when
+    /// the stop budgets along its dependencies add up to more than the grace.
     pub fn add_service_with(
         &mut self,
         now: Instant,
@@ -615,46 +703,199 @@ impl Machine {
         if self.services.iter().any(|s| s.name == name) {
             return Err(ServiceError::DuplicateName(name));
         }
+        options.validate()?;
+        let mut after = Vec::new();
+        for dependency in options.dependencies() {
+            if dependency == name {
+                return Err(ServiceError::DependencyCycle { service: name });
+            }
+            let Some(index) = self.services.iter().position(|s| s.name == dependency) else {
+                return Err(ServiceError::UnknownDependency {
+                    service: name,
+                    dependency: Cow::Owned(dependency.to_owned()),
+                });
+            };
+            if !after.contains(&ServiceId(index)) {
+                after.push(ServiceId(index));
+            }
+        }
+        let below = after.iter().map(|d| &self.services[d.0]);
+        let depth = below.clone().map(|d| d.depth + 1).max().unwrap_or(0);
+        let chain = options
+            .stop_budget_limit()
+            .unwrap_or_default()
+            .saturating_add(below.map(|d| d.chain).max().unwrap_or_default());
+        if chain > self.grace {
+            return Err(ServiceError::BudgetsExceedGrace {
+                service: name,
+                total: chain,
+                grace: self.grace,
+            });
+        }
         let id = ServiceId(self.services.len());
+        for dependency in &after {
+            self.services[dependency.0].dependents.push(id);
+        }
+        let waiting = after.iter().any(|d| !self.services[d.0].ever_ready);
+        let ordered = !after.is_empty();
+        let ready = !ordered && !options.is_declaring_ready();
         self.services.push(ServiceEntry {
             name,
             options,
             started: now,
             run_started: now,
-            attempts: 1,
+            attempts: u32::from(!ordered),
             streak: 0,
             last_outcome: None,
             backoff_until: None,
             starting: false,
             ended: None,
+            after,
+            dependents: Vec::new(),
+            depth,
+            chain,
+            waiting,
+            ready,
+            ever_ready: ready,
+            ready_by: None,
+            released: None,
+            budget_end: None,
+            slow_at: None,
         });
+        if !waiting {
+            self.ask_first_run(now, id, ordered);
+        }
         Ok(id)
+    }
+
+    /// A service's first run is asked for at `now`: its start timeout starts, and for a
+    /// service with dependencies, a `Start` is queued.
+    fn ask_first_run(&mut self, now: Instant, id: ServiceId, start: bool) {
+        let entry = &mut self.services[id.0];
+        entry.waiting = false;
+        if entry.options.is_declaring_ready() {
+            entry.ready_by = entry
+                .options
+                .start_timeout_limit()
+                .and_then(|timeout| now.checked_add(timeout));
+        }
+        if start {
+            entry.starting = true;
+            self.actions.push_back(Action::Start { service: id });
+        }
+    }
+
+    /// The run of service `id` declared itself ready at `now` (a service that does not
+    /// declare readiness is ready when its run is made). Returns whether that changed
+    /// anything: `false` for a second call, a service that ended, or after the stop.
+    ///
+    /// The first time a service is ready, every dependent whose dependencies are now all
+    /// ready gets an [`Action::Start`].
+    ///
+    /// # Panics
+    ///
+    /// If `id` was not returned by this machine's [`add_service`](Self::add_service).
+    pub fn service_ready(&mut self, now: Instant, id: ServiceId) -> bool {
+        let running = self.state() == State::Running;
+        let entry = &mut self.services[id.0];
+        if !running || !entry.has_run() || entry.starting || entry.ready {
+            return false;
+        }
+        entry.ready = true;
+        entry.ready_by = None;
+        if std::mem::replace(&mut entry.ever_ready, true) {
+            return true;
+        }
+        let dependents = entry.dependents.clone();
+        for dependent in dependents {
+            let d = &self.services[dependent.0];
+            if d.waiting && d.after.iter().all(|a| self.services[a.0].ever_ready) {
+                self.ask_first_run(now, dependent, true);
+            }
+        }
+        true
+    }
+
+    /// Whether a service is waiting for its dependencies (not started), and whether its
+    /// current run is ready.
+    ///
+    /// # Panics
+    ///
+    /// If `id` was not returned by this machine's [`add_service`](Self::add_service).
+    pub fn service_readiness(&self, id: ServiceId) -> (bool, bool) {
+        let entry = &self.services[id.0];
+        (entry.waiting, entry.ready)
+    }
+
+    /// While draining, the services whose stop signal has not fired yet (they still have a
+    /// dependent running): a driver that gives each service its own stop signal asks this
+    /// when it acts on [`Action::Drain`], and fires theirs on their [`Action::Release`].
+    pub fn held(&self) -> impl Iterator<Item = ServiceId> + '_ {
+        let draining = matches!(self.phase, Phase::Draining(_));
+        self.services
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| draining && s.is_live() && s.released.is_none())
+            .map(|(index, _)| ServiceId(index))
+    }
+
+    /// The instant a service's stop must be over: its stop budget's end once its stop
+    /// signal fired, else the lifecycle's deadline (`None`: no deadline).
+    ///
+    /// # Panics
+    ///
+    /// If `id` was not returned by this machine's [`add_service`](Self::add_service).
+    pub fn service_deadline(&self, id: ServiceId) -> Option<Instant> {
+        let deadline = match &self.phase {
+            Phase::Draining(d) => d.deadline,
+            _ => None,
+        };
+        self.services[id.0].budget_end.or(deadline)
     }
 
     /// Requests a graceful stop. Returns whether this call started the drain; a stop while
     /// already draining or ended changes nothing (the first cause is kept).
     pub fn stop(&mut self, now: Instant, cause: StopCause) -> bool {
+        self.stop_by(now, cause, None)
+    }
+
+    /// Requests a graceful stop whose deadline is the earlier of the grace and `by`: a
+    /// nested lifecycle inherits what its parent has left for it. Otherwise as
+    /// [`stop`](Self::stop).
+    pub fn stop_by(&mut self, now: Instant, cause: StopCause, by: Option<Instant>) -> bool {
         if self.state() != State::Running {
             return false;
         }
+        let deadline = match (now.checked_add(self.grace), by) {
+            (Some(deadline), Some(by)) => Some(deadline.min(by.max(now))),
+            (deadline, by) => deadline.or(by.map(|by| by.max(now))),
+        };
         self.phase = Phase::Draining(Draining {
             cause,
             stopped: now,
-            deadline: now.checked_add(self.grace),
+            deadline,
             forced: false,
             sessions_drained: false,
-            slow_at: (!self.grace.is_zero())
-                .then(|| now.checked_add(self.grace / 2))
-                .flatten()
-                .filter(|_| now.checked_add(self.grace).is_some()),
+            gave_up: false,
         });
         // A service waiting for its restart (or whose restart the driver has not made yet)
-        // is stopped at once, and never restarted: it ends as its last run did.
+        // is stopped at once, and never restarted: it ends as its last run did. One waiting
+        // for its dependencies is never started.
         for entry in &mut self.services {
+            entry.ready_by = None;
             // Waiting for its restart, or about to have it made: no run to stop.
             let between_runs = entry.backoff_until.take().is_some();
-            if between_runs | std::mem::take(&mut entry.starting) {
+            if std::mem::take(&mut entry.waiting) {
+                entry.ended = Some((now, ServiceOutcome::NotStarted));
+            } else if between_runs | std::mem::take(&mut entry.starting) {
                 entry.ended = Some((now, ended_between_runs(entry.last_outcome.clone())));
+            }
+        }
+        // Dependents first: signalled now are the services no running service depends on;
+        // the others when their dependents are done.
+        for index in 0..self.services.len() {
+            if self.releasable(ServiceId(index)) {
+                self.release(now, ServiceId(index), false);
             }
         }
         self.actions.push_back(Action::Drain);
@@ -662,6 +903,58 @@ impl Machine {
         // grace, it is also the deadline's census).
         self.actions.push_back(Action::Census);
         true
+    }
+
+    /// Whether a live service's stop signal may fire: every dependent has ended.
+    fn releasable(&self, id: ServiceId) -> bool {
+        let entry = &self.services[id.0];
+        entry.is_live()
+            && entry.released.is_none()
+            && entry
+                .dependents
+                .iter()
+                .all(|d| !self.services[d.0].is_live())
+    }
+
+    /// Fires a service's stop signal at `now` (with an [`Action::Release`] if `announce`):
+    /// its stop budget starts — its own, or the time left shared along its chain of
+    /// dependencies — never past the deadline; the slow-to-stop warning is due at half of it.
+    fn release(&mut self, now: Instant, id: ServiceId, announce: bool) {
+        let Phase::Draining(d) = &self.phase else {
+            return;
+        };
+        let left = d
+            .deadline
+            .map(|deadline| deadline.saturating_duration_since(now));
+        let entry = &mut self.services[id.0];
+        let budget = match (entry.options.stop_budget_limit(), left) {
+            (Some(own), Some(left)) => Some(own.min(left)),
+            (Some(own), None) => Some(own),
+            (None, Some(left)) => Some(left / entry.depth.saturating_add(1)),
+            (None, None) => None,
+        };
+        entry.released = Some(now);
+        entry.budget_end = budget.and_then(|budget| now.checked_add(budget));
+        entry.slow_at = budget
+            .filter(|budget| !budget.is_zero() && entry.budget_end.is_some())
+            .and_then(|budget| now.checked_add(budget / 2));
+        if announce {
+            self.actions.push_back(Action::Release { service: id });
+        }
+    }
+
+    /// Service `id` is done stopping (ended, or given up on) at `now`: the services it
+    /// depends on whose dependents are all done get their stop signal.
+    fn release_dependencies(&mut self, now: Instant, id: ServiceId) {
+        if !matches!(self.phase, Phase::Draining(_)) {
+            return;
+        }
+        for index in 0..self.services[id.0].after.len() {
+            let dependency = self.services[id.0].after[index];
+            if self.releasable(dependency) {
+                self.release(now, dependency, true);
+            }
+        }
     }
 
     /// Forces the stop: the deadline becomes `now`, and the census asked for decides at once
@@ -736,9 +1029,16 @@ impl Machine {
                 let running = self.services.iter().any(|s| s.ended.is_none());
                 let due = d.deadline.is_some_and(|deadline| now >= deadline);
                 if d.sessions_drained && census.is_empty() && !running {
-                    self.end(now, State::Terminated, census);
+                    // Everything ended; `Abandoned` still if a service was given up on past
+                    // its stop budget.
+                    let state = if d.gave_up {
+                        State::Abandoned
+                    } else {
+                        State::Terminated
+                    };
+                    self.end(now, state, census, false);
                 } else if due {
-                    self.end(now, State::Abandoned, census);
+                    self.end(now, State::Abandoned, census, true);
                 }
             }
             Phase::Ended(_) => {}
@@ -793,6 +1093,23 @@ impl Machine {
                 return;
             }
         }
+        let entry = &self.services[id.0];
+        if state == State::Running
+            && !entry.ever_ready
+            && entry.dependents.iter().any(|d| self.services[d.0].waiting)
+        {
+            // Its dependents would wait forever: the start failed.
+            let service = entry.name.clone();
+            self.stop(
+                now,
+                StopCause::StartFailed {
+                    service,
+                    timeout: None,
+                },
+            );
+            return;
+        }
+        self.release_dependencies(now, id);
         // The last service ended after the sessions drained: one last census for the report.
         if let Phase::Draining(d) = &self.phase {
             if d.sessions_drained && self.services.iter().all(|s| !s.is_live()) {
@@ -811,9 +1128,12 @@ impl Machine {
     /// If `id` was not returned by this machine's [`add_service`](Self::add_service).
     pub fn first_run_pending(&mut self, id: ServiceId) {
         let entry = &mut self.services[id.0];
-        if entry.attempts == 1 && entry.ended.is_none() && !entry.starting {
+        if entry.attempts == 1 && entry.has_run() && !entry.starting {
             entry.attempts = 0;
             entry.starting = true;
+            // Ready when its run is made, not before.
+            entry.ready = false;
+            entry.ever_ready = false;
         }
     }
 
@@ -827,6 +1147,10 @@ impl Machine {
         if std::mem::take(&mut entry.starting) {
             entry.attempts = entry.attempts.saturating_add(1);
             entry.run_started = now;
+            entry.ready = false;
+            if !entry.options.is_declaring_ready() {
+                self.service_ready(now, id);
+            }
         }
     }
 
@@ -842,6 +1166,7 @@ impl Machine {
         }
         entry.starting = false;
         entry.ended = Some((now, ended_between_runs(entry.last_outcome.clone())));
+        self.release_dependencies(now, id);
         if let Phase::Draining(d) = &self.phase {
             if d.sessions_drained && self.services.iter().all(|s| !s.is_live()) {
                 self.actions.push_back(Action::Census);
@@ -900,6 +1225,7 @@ impl Machine {
         entry.streak = entry.streak.saturating_add(1);
         let after = backoff.delay(entry.streak, self.rng.next());
         entry.backoff_until = Some(now + after);
+        entry.ready = false;
         entry.last_outcome = Some(outcome.clone());
         self.actions.push_back(Action::Restarting {
             service: id,
@@ -911,24 +1237,56 @@ impl Machine {
     }
 
     /// The next instant at which [`handle_timeout`](Self::handle_timeout) must be called:
-    /// the earliest restart due while running; while draining, half the grace (the
-    /// slow-to-stop warning, once) and then the grace deadline; `None` otherwise.
+    /// while running, the earliest restart due or start timeout; while draining, the
+    /// earliest of each signalled service's slow-to-stop warning (half its budget) and
+    /// budget end, and the deadline; `None` otherwise.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.phase {
-            Phase::Running { .. } => self.services.iter().filter_map(|s| s.backoff_until).min(),
-            Phase::Draining(d) => match (d.deadline, d.slow_at) {
-                (Some(deadline), Some(slow)) => Some(deadline.min(slow)),
-                (deadline, slow) => deadline.or(slow),
-            },
+            Phase::Running { .. } => self
+                .services
+                .iter()
+                .flat_map(|s| [s.backoff_until, s.ready_by])
+                .flatten()
+                .min(),
+            Phase::Draining(d) => self
+                .services
+                .iter()
+                .filter(|s| s.is_live())
+                .flat_map(|s| {
+                    [
+                        s.slow_at,
+                        s.budget_end.filter(|&end| Some(end) < d.deadline),
+                    ]
+                })
+                .flatten()
+                .chain(d.deadline)
+                .min(),
             Phase::Ended(_) => None,
         }
     }
 
-    /// Tells the machine the time is `now`. While running, every service whose restart is
-    /// due gets an [`Action::Start`]. At or past the deadline, a census is asked for:
-    /// it decides between `Terminated` (nothing left) and `Abandoned` (every running service
-    /// and live session is given up on, and named).
+    /// Tells the machine the time is `now`. While running, a service past its start
+    /// timeout stops the lifecycle ([`StopCause::StartFailed`]); otherwise every service
+    /// whose restart is due gets an [`Action::Start`]. While draining, a signalled service
+    /// at half its budget is reported slow to stop, one past its budget (before the
+    /// deadline) is given up on — and the services it depends on are signalled — and at or
+    /// past the deadline a census is asked for: it decides between `Terminated` (nothing
+    /// left) and `Abandoned` (every running service and live session is given up on, and
+    /// named).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Phase::Running { .. } = self.phase {
+            let late = self
+                .services
+                .iter()
+                .find(|s| s.has_run() && !s.ever_ready && s.ready_by.is_some_and(|by| by <= now));
+            if let Some(entry) = late {
+                let cause = StopCause::StartFailed {
+                    service: entry.name.clone(),
+                    timeout: entry.options.start_timeout_limit(),
+                };
+                self.stop(now, cause);
+            }
+        }
         if let Phase::Running { .. } = self.phase {
             for (index, entry) in self.services.iter_mut().enumerate() {
                 if entry.backoff_until.is_some_and(|due| due <= now) {
@@ -941,25 +1299,54 @@ impl Machine {
                 }
             }
         }
-        if let Phase::Draining(d) = &mut self.phase {
-            if d.slow_at.is_some_and(|slow| now >= slow) {
-                d.slow_at = None;
-                let elapsed = now.saturating_duration_since(d.stopped);
-                for (index, entry) in self.services.iter().enumerate() {
-                    if entry.is_live() {
-                        self.actions.push_back(Action::SlowToStop {
-                            service: ServiceId(index),
-                            name: entry.name.clone(),
-                            elapsed,
-                        });
-                    }
-                }
+        let Phase::Draining(d) = &self.phase else {
+            return;
+        };
+        let deadline = d.deadline;
+        for (index, entry) in self.services.iter_mut().enumerate() {
+            if entry.is_live() && entry.slow_at.is_some_and(|slow| now >= slow) {
+                entry.slow_at = None;
+                let since = entry.released.unwrap_or(now);
+                self.actions.push_back(Action::SlowToStop {
+                    service: ServiceId(index),
+                    name: entry.name.clone(),
+                    elapsed: now.saturating_duration_since(since),
+                });
             }
         }
-        if let Phase::Draining(d) = &self.phase {
-            if d.deadline.is_some_and(|deadline| now >= deadline) {
-                self.actions.push_back(Action::Census);
-            }
+        if deadline.is_some_and(|deadline| now >= deadline) {
+            self.actions.push_back(Action::Census);
+            return;
+        }
+        let spent: Vec<ServiceId> = (0..self.services.len())
+            .map(ServiceId)
+            .filter(|id| {
+                let entry = &self.services[id.0];
+                entry.is_live() && entry.budget_end.is_some_and(|end| now >= end)
+            })
+            .collect();
+        for &id in &spent {
+            let entry = &mut self.services[id.0];
+            entry.ended = Some((now, ServiceOutcome::Abandoned));
+            self.actions.push_back(Action::Complain {
+                service: id,
+                name: entry.name.clone(),
+                outcome: ServiceOutcome::Abandoned,
+            });
+            self.actions.push_back(Action::GiveUp { service: id });
+        }
+        if spent.is_empty() {
+            return;
+        }
+        if let Phase::Draining(d) = &mut self.phase {
+            d.gave_up = true;
+        }
+        for &id in &spent {
+            self.release_dependencies(now, id);
+        }
+        if self.services.iter().all(|s| !s.is_live()) {
+            // The last service given up on: a census decides (the sessions may be drained).
+            self.actions.push_back(Action::Census);
         }
     }
 
@@ -976,12 +1363,29 @@ impl Machine {
         }
     }
 
-    /// Ends the machine at `now` in `state`, on `census`, and writes the report.
-    fn end(&mut self, now: Instant, state: State, census: SessionCensus) {
+    /// Attaches the report of the lifecycle nested as service `id` to this machine's report,
+    /// once it ended (a driver does this before it publishes the report). Ignored before
+    /// the end.
+    ///
+    /// # Panics
+    ///
+    /// If `id` was not returned by this machine's [`add_service`](Self::add_service).
+    pub fn attach_nested(&mut self, id: ServiceId, nested: Report) {
+        assert!(
+            id.0 < self.services.len(),
+            "no service {id:?} in this machine"
+        );
+        if let Phase::Ended(report) = &mut self.phase {
+            report.set_nested(id.0, nested);
+        }
+    }
+
+    /// Ends the machine at `now` in `state`, on `census`, and writes the report; `abandon`:
+    /// give up on whatever is still running.
+    fn end(&mut self, now: Instant, state: State, census: SessionCensus, abandon: bool) {
         let Phase::Draining(d) = &self.phase else {
             return;
         };
-        let abandon = state == State::Abandoned;
         if abandon {
             self.actions.push_back(Action::Abandon);
             for (index, entry) in self.services.iter_mut().enumerate() {

@@ -18,8 +18,12 @@ use super::{ServiceOutcome, State, StopCause};
 /// | code | meaning |
 /// |------|---------|
 /// | 0 | `Terminated` and every service stopped cleanly |
-/// | 1 | `Terminated`, but a service ended uncleanly (error, panic, early return, dropped) |
-/// | 2 | `Abandoned`: the grace period ran out or the stop was forced with work still running |
+/// | 1 | `Terminated`, but a service ended uncleanly (error, panic, early return, dropped), or a service failed to start ([`StopCause::StartFailed`]) |
+/// | 2 | `Abandoned`: the grace period ran out, a service spent its stop budget, or the stop was forced with work still running |
+///
+/// A lifecycle with nested ones ([`Lifecycle::nest`](crate::Lifecycle::nest)) exits with the
+/// highest code of its tree: a nested lifecycle that abandoned work makes its parent's
+/// code 2.
 ///
 /// Sessions that ended by a panic are complained about and reported
 /// ([`SessionReport::panicked`]) but do not change the code: the program did stop as asked,
@@ -30,7 +34,7 @@ pub struct Report {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Inner {
     state: State,
     cause: Option<StopCause>,
@@ -133,12 +137,27 @@ impl Report {
     }
 
     fn code(&self) -> u8 {
-        if self.inner.state == State::Abandoned {
+        let own = if self.inner.state == State::Abandoned {
             2
-        } else if self.inner.services.iter().any(|s| !s.outcome.is_clean()) {
+        } else if self.inner.services.iter().any(|s| !s.outcome.is_clean())
+            || matches!(self.inner.cause, Some(StopCause::StartFailed { .. }))
+        {
             1
         } else {
             0
+        };
+        self.inner
+            .services
+            .iter()
+            .filter_map(|s| s.nested.as_ref())
+            .map(Report::code)
+            .fold(own, u8::max)
+    }
+
+    /// Attaches the report of the lifecycle nested as service `index`.
+    pub(crate) fn set_nested(&mut self, index: usize, report: Report) {
+        if let Some(service) = Arc::make_mut(&mut self.inner).services.get_mut(index) {
+            service.nested = Some(report);
         }
     }
 }
@@ -191,6 +210,12 @@ impl fmt::Display for Report {
                     (Some(last), n) if n > 0 => writeln!(f, "; restarted {n}×, last: {last})")?,
                     _ => writeln!(f, ")")?,
                 }
+                if let Some(nested) = &s.nested {
+                    // The nested report as a subtree, indented under its service.
+                    for line in nested.to_string().lines() {
+                        writeln!(f, "       | {line}")?;
+                    }
+                }
             }
         }
         let n = &self.inner.sessions;
@@ -235,6 +260,7 @@ pub struct ServiceReport {
     ran: Duration,
     attempts: u32,
     last_failure: Option<ServiceOutcome>,
+    nested: Option<Report>,
 }
 
 impl ServiceReport {
@@ -251,7 +277,14 @@ impl ServiceReport {
             ran,
             attempts,
             last_failure,
+            nested: None,
         }
+    }
+
+    /// The report of the lifecycle nested as this service
+    /// ([`Lifecycle::nest`](crate::Lifecycle::nest)), if it is one.
+    pub fn nested(&self) -> Option<&Report> {
+        self.nested.as_ref()
     }
 
     /// How many runs it had: 1, plus one per restart (0 for a supervised service stopped

@@ -234,26 +234,40 @@ impl Default for RestartIntensity {
     }
 }
 
-/// How a service is supervised: its [`Restart`] policy and its [`Backoff`].
+/// How a service is supervised and ordered: its [`Restart`] policy and [`Backoff`], the
+/// services it starts [`after`](ServiceOptions::after), whether it
+/// [declares itself ready](ServiceOptions::declares_ready) and how long it may take to, and
+/// its [stop budget](ServiceOptions::stop_budget).
 ///
 /// # Examples
 ///
 /// ```
+/// use std::time::Duration;
 /// use async_lifecycle::{Backoff, Restart, ServiceOptions};
 ///
 /// let options = ServiceOptions::new()
 ///     .restart(Restart::OnFailure)
-///     .backoff(Backoff::DEFAULT);
+///     .backoff(Backoff::DEFAULT)
+///     .after(["db", "cache"])
+///     .declares_ready()
+///     .start_timeout(Duration::from_secs(10))
+///     .stop_budget(Duration::from_secs(5));
 /// assert_eq!(options.restart_policy(), Restart::OnFailure);
+/// assert_eq!(options.dependencies().count(), 2);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct ServiceOptions {
     restart: Restart,
     backoff: Backoff,
+    after: Vec<std::borrow::Cow<'static, str>>,
+    declares_ready: bool,
+    start_timeout: Option<Duration>,
+    stop_budget: Option<Duration>,
 }
 
 impl ServiceOptions {
-    /// Never restarted, with the default backoff (unused until a restart policy is set).
+    /// Never restarted, with the default backoff (unused until a restart policy is set), no
+    /// dependency, ready as soon as it starts, and no stop budget of its own.
     pub fn new() -> Self {
         ServiceOptions::default()
     }
@@ -268,6 +282,63 @@ impl ServiceOptions {
         ServiceOptions { backoff, ..self }
     }
 
+    /// Services (by name) this one starts after and stops before: its first run is made
+    /// once every one of them is ready, and at the stop their stop signals fire only once
+    /// this service (and every other dependent) has ended or spent its stop budget.
+    ///
+    /// Each name must be a service already added to the lifecycle (so the dependencies form
+    /// a graph without cycles by construction); adding the service fails with
+    /// [`ServiceError::UnknownDependency`](crate::ServiceError::UnknownDependency) otherwise,
+    /// and with [`ServiceError::DependencyCycle`](crate::ServiceError::DependencyCycle) for
+    /// a service that names itself. Calls add up.
+    pub fn after<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<std::borrow::Cow<'static, str>>,
+    {
+        self.after.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// The service declares itself ready by calling
+    /// [`StopSignal::ready`](crate::StopSignal::ready) (on the signal its run receives);
+    /// until then its dependents wait. Without it, a service is ready as soon as its run is
+    /// made. Each restart is not ready until it declares so again.
+    pub fn declares_ready(self) -> Self {
+        ServiceOptions {
+            declares_ready: true,
+            ..self
+        }
+    }
+
+    /// How long the service may take, from its first run being asked for, to become ready:
+    /// past that the lifecycle stops with
+    /// [`StopCause::StartFailed`](crate::StopCause::StartFailed), and what already started
+    /// is stopped, dependents first. Meaningful with
+    /// [`declares_ready`](Self::declares_ready). Checked when the service is added: zero,
+    /// or more than [`Backoff::LIMIT`], is a [`ConfigError`].
+    pub fn start_timeout(self, timeout: Duration) -> Self {
+        ServiceOptions {
+            start_timeout: Some(timeout),
+            ..self
+        }
+    }
+
+    /// How long this service may take to stop once its stop signal fired: its budget is
+    /// the smaller of this and the time left to the lifecycle's deadline; past it the
+    /// service is abandoned (named in the report) and the services it depends on are
+    /// signalled. Without one, a service gets the time left divided evenly along its longest
+    /// chain of dependencies (a service with none gets all of it), so budgets never stack
+    /// past the grace and one stalled service never keeps the others from their stop.
+    /// Checked when the service is added: zero, or more than [`Backoff::LIMIT`], is a
+    /// [`ConfigError`], and so is a chain of budgets longer than the grace.
+    pub fn stop_budget(self, budget: Duration) -> Self {
+        ServiceOptions {
+            stop_budget: Some(budget),
+            ..self
+        }
+    }
+
     /// The restart policy.
     pub fn restart_policy(&self) -> Restart {
         self.restart
@@ -276,6 +347,43 @@ impl ServiceOptions {
     /// The backoff.
     pub fn backoff_policy(&self) -> Backoff {
         self.backoff
+    }
+
+    /// The names of the services this one starts after.
+    pub fn dependencies(&self) -> impl Iterator<Item = &str> {
+        self.after.iter().map(|name| &**name)
+    }
+
+    /// Whether the service declares itself ready.
+    pub fn is_declaring_ready(&self) -> bool {
+        self.declares_ready
+    }
+
+    /// The start timeout, if any.
+    pub fn start_timeout_limit(&self) -> Option<Duration> {
+        self.start_timeout
+    }
+
+    /// The stop budget, if any.
+    pub fn stop_budget_limit(&self) -> Option<Duration> {
+        self.stop_budget
+    }
+
+    /// The durations that are wrong whatever the program.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        for (what, value) in [
+            ("start timeout", self.start_timeout),
+            ("stop budget", self.stop_budget),
+        ] {
+            match value {
+                Some(value) if value.is_zero() => return Err(ConfigError::ZeroDuration { what }),
+                Some(value) if value > Backoff::LIMIT => {
+                    return Err(ConfigError::TooLong { what, value });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -309,6 +417,21 @@ pub enum ConfigError {
     },
     /// A restart intensity over a zero window.
     ZeroWindow,
+    /// A zero start timeout or stop budget (`what` says which): the service could never
+    /// make it.
+    ZeroDuration {
+        /// Which setting.
+        what: &'static str,
+    },
+    /// A start timeout or stop budget longer than [`Backoff::LIMIT`]: a unit mistake.
+    TooLong {
+        /// Which setting.
+        what: &'static str,
+        /// The duration given.
+        value: Duration,
+    },
+    /// A nested lifecycle with a restart policy: a lifecycle runs once.
+    RestartNested,
 }
 
 impl fmt::Display for ConfigError {
@@ -330,6 +453,15 @@ impl fmt::Display for ConfigError {
                 f.write_str("a restart intensity of zero restarts: use Restart::Never instead")
             }
             ConfigError::ZeroWindow => f.write_str("a restart intensity over a zero window"),
+            ConfigError::ZeroDuration { what } => write!(f, "a zero {what} could never be met"),
+            ConfigError::TooLong { what, value } => write!(
+                f,
+                "a {what} of {value:?} is longer than the limit of {:?}",
+                Backoff::LIMIT
+            ),
+            ConfigError::RestartNested => f.write_str(
+                "a nested lifecycle cannot be restarted: it runs once (use Restart::Never)",
+            ),
             ConfigError::IntensityTooLarge { max_restarts } => write!(
                 f,
                 "a restart intensity of {max_restarts} restarts is no limit (at most {})",

@@ -135,7 +135,12 @@ impl Model {
     pub(crate) fn deadline(&self) -> Option<Duration> {
         match self.state {
             State::Running => self.services.iter().filter_map(|s| s.backoff_until).min(),
-            State::Draining => match (self.deadline, self.slow_at) {
+            // The slow-to-stop timer matters only while a service is still running.
+            State::Draining => match (
+                self.deadline,
+                self.slow_at
+                    .filter(|_| self.services.iter().any(|s| s.ended.is_none())),
+            ) {
                 (Some(deadline), Some(slow)) => Some(deadline.min(slow)),
                 (deadline, slow) => deadline.or(slow),
             },
