@@ -119,6 +119,9 @@ struct Effects {
     releases: Vec<(ServiceId, String)>,
     /// Runs given up on past their stop budget: cancel them (and end a nested lifecycle).
     give_ups: Vec<(AbortHandle, Option<Arc<Shared>>)>,
+    /// A service declared itself ready (its name and run), for the event: before the
+    /// dependents that starts.
+    ready: Option<(String, u32)>,
     /// Nested lifecycles ended with this one: their own effects.
     nested: Vec<(Arc<Shared>, Effects)>,
     /// The report, when the machine ended in this settle.
@@ -229,18 +232,21 @@ impl Shared {
     /// The run `attempt` of service `id` declared itself ready. Returns whether that changed
     /// anything (a stale signal of an earlier run changes nothing).
     pub(crate) fn ready(self: &Arc<Self>, id: ServiceId, attempt: u32) -> bool {
-        let ready =
-            self.apply(|m, now| m.service_restarts(id).0 == attempt && m.service_ready(now, id));
-        if ready && event::wanted(self.events.as_ref()) {
-            let name = lock(&self.core).machine.service_name(id).to_owned();
-            event::emit(
-                self.events.as_ref(),
-                Event::Ready {
-                    service: &name,
-                    attempt,
-                },
-            );
-        }
+        let now = self.clock.now();
+        let mut effects = Effects::default();
+        let ready = {
+            let mut core = lock(&self.core);
+            let timeout = core.machine.poll_timeout();
+            let ready = core.machine.service_restarts(id).0 == attempt
+                && core.machine.service_ready(now, id);
+            if ready && event::wanted(self.events.as_ref()) {
+                effects.ready = Some((core.machine.service_name(id).to_owned(), attempt));
+            }
+            self.settle(&mut core, now, &mut effects);
+            effects.rescheduled |= core.machine.poll_timeout() != timeout;
+            ready
+        };
+        self.carry_out(effects);
         ready
     }
 
@@ -285,19 +291,39 @@ impl Shared {
         }));
         let (abort, registration) = AbortHandle::new_pair();
         let now = self.clock.now();
-        let running = {
+        enum Made {
+            Run(crate::service::Body),
+            /// Made while a stop came: dropped unpolled, outside the lock.
+            Late(crate::service::Body),
+            Panicked,
+        }
+        let mut effects = Effects::default();
+        let made = {
             let mut core = lock(&self.core);
             core.factories[id.0] = Some(factory);
             core.aborts[id.0] = abort;
-            let running = core.machine.state() == State::Running;
-            if running {
-                // Counted as an attempt under the same lock that saw it may run.
-                core.machine.run_made(now, id);
-            }
-            running
+            let timeout = core.machine.poll_timeout();
+            // Counted as an attempt under the same lock that saw it may run.
+            let made = match made {
+                Ok(body) if core.machine.state() == State::Running => {
+                    core.machine.run_made(now, id);
+                    Made::Run(body)
+                }
+                Ok(body) => Made::Late(body),
+                // The factory itself panicked: that run ended by a panic (maybe restarted),
+                // and was never ready.
+                Err(payload) => {
+                    let exit = Exit::Panic(panic_text(&*payload));
+                    core.machine.run_failed(now, id, exit);
+                    Made::Panicked
+                }
+            };
+            self.settle(&mut core, now, &mut effects);
+            effects.rescheduled |= core.machine.poll_timeout() != timeout;
+            made
         };
         match made {
-            Ok(body) if running => {
+            Made::Run(body) => {
                 self.started(id);
                 self.run(Task::Service(ServiceTask::from_exit(
                     self.clone(),
@@ -305,13 +331,15 @@ impl Shared {
                     body,
                     registration,
                 )));
+                // After it: the dependents its readiness started, if any.
+                self.carry_out(effects);
             }
-            Ok(body) => {
+            Made::Late(body) => {
+                self.carry_out(effects);
                 quietly(|| drop(body));
                 self.apply(|m, now| m.cancel_start(now, id));
             }
-            // The factory itself panicked: that run ended by a panic (maybe restarted).
-            Err(payload) => self.service_exited(id, Exit::Panic(panic_text(&*payload))),
+            Made::Panicked => self.carry_out(effects),
         }
     }
 
@@ -468,6 +496,15 @@ impl Shared {
     /// Carries out what a settle decided, outside `core`; see the module docs for the order.
     fn carry_out(self: &Arc<Self>, effects: Effects) {
         let hook = self.events.as_ref();
+        if let Some((name, attempt)) = &effects.ready {
+            event::emit(
+                hook,
+                Event::Ready {
+                    service: name,
+                    attempt: *attempt,
+                },
+            );
+        }
         if effects.fire_stop {
             self.stop.fire();
         }

@@ -1154,6 +1154,21 @@ impl Machine {
         }
     }
 
+    /// Making the run an [`Action::Start`] asked for failed at `now` (its factory
+    /// panicked): the run counts as an attempt that ended with `exit`, and was never ready.
+    pub fn run_failed(&mut self, now: Instant, id: ServiceId, exit: Exit) {
+        if self.state().is_terminal() {
+            return;
+        }
+        let entry = &mut self.services[id.0];
+        if std::mem::take(&mut entry.starting) {
+            entry.attempts = entry.attempts.saturating_add(1);
+            entry.run_started = now;
+            entry.ready = false;
+        }
+        self.service_exited(now, id, exit);
+    }
+
     /// The driver did not make the run an [`Action::Start`] asked for: the lifecycle left
     /// `Running` before it could (a stop on another thread, or from the factory of another
     /// service). The service ends at `now` as its last run did, like a service waiting for

@@ -1,0 +1,577 @@
+//! Dependencies, readiness, start timeouts, the ordered stop with per-service budgets inside
+//! one deadline, and nested lifecycles — through the public API, on a `ManualClock` and a
+//! `LocalPool`. Nothing sleeps.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_lifecycle::{
+    ConfigError, Event, FailurePolicy, Lifecycle, ManualClock, Report, Restart, ServiceError,
+    ServiceOptions, ServiceOutcome, State, StopCause, StopSignal,
+};
+use futures::executor::LocalPool;
+use futures::future::RemoteHandle;
+use futures::task::LocalSpawnExt;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+struct Harness {
+    clock: ManualClock,
+    lc: Lifecycle,
+    pool: LocalPool,
+    log: Log,
+    events: Log,
+}
+
+impl Harness {
+    fn new(builder: async_lifecycle::Builder) -> Self {
+        let clock = ManualClock::new();
+        let events: Log = Arc::default();
+        let sink = events.clone();
+        let lc = builder
+            .clock(clock.clone())
+            .on_event(move |event| sink.lock().unwrap().push(event.to_string()))
+            .build();
+        Harness {
+            clock,
+            lc,
+            pool: LocalPool::new(),
+            log: Arc::default(),
+            events,
+        }
+    }
+
+    fn with_grace(grace: Duration) -> Self {
+        Harness::new(Lifecycle::builder().grace(grace))
+    }
+
+    fn wait(&mut self) -> RemoteHandle<Report> {
+        let wait = self
+            .pool
+            .spawner()
+            .spawn_local_with_handle(self.lc.wait())
+            .unwrap();
+        self.pool.run_until_stalled();
+        wait
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.clock.advance(by);
+        self.pool.run_until_stalled();
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// A service that logs "start NAME", declares itself ready if `ready`, waits for its
+    /// stop signal, logs "stop NAME" and returns `Ok` — or, if `stalls`, never returns.
+    fn add(&self, name: &'static str, options: ServiceOptions, ready: bool, stalls: bool) {
+        let log = self.log.clone();
+        self.lc
+            .service_with(name, options, move |stop: StopSignal| {
+                let log = log.clone();
+                async move {
+                    log.lock().unwrap().push(format!("start {name}"));
+                    if ready {
+                        assert!(stop.ready(), "{name}: the first ready() changes the state");
+                        assert!(!stop.ready(), "{name}: a second ready() changes nothing");
+                    }
+                    stop.await;
+                    log.lock().unwrap().push(format!("stop {name}"));
+                    if stalls {
+                        futures::future::pending::<()>().await;
+                    }
+                    Ok::<(), String>(())
+                }
+            })
+            .unwrap();
+    }
+}
+
+fn after(names: &[&'static str]) -> ServiceOptions {
+    ServiceOptions::new().after(names.iter().copied())
+}
+
+#[test]
+fn dependents_start_after_their_dependencies_are_ready_and_stop_before_them() {
+    // db ← cache ← api, and db ← worker: a graph, not a list. db declares itself ready
+    // once its gate opens.
+    let mut h = Harness::with_grace(secs(30));
+    let gate: Arc<Mutex<Option<futures::channel::oneshot::Sender<()>>>> = Arc::default();
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    *gate.lock().unwrap() = Some(tx);
+    let mut rx = Some(rx);
+    let log = h.log.clone();
+    h.lc.service_with("db", ServiceOptions::new().declares_ready(), move |stop| {
+        let rx = rx.take().expect("db runs once");
+        let log = log.clone();
+        async move {
+            log.lock().unwrap().push("start db".into());
+            let _ = rx.await;
+            stop.ready();
+            stop.await;
+            log.lock().unwrap().push("stop db".into());
+        }
+    })
+    .unwrap();
+    h.add("cache", after(&["db"]), false, false);
+    h.add("api", after(&["cache", "db"]), false, false);
+    h.add("worker", after(&["db"]), false, false);
+    let wait = h.wait();
+    assert_eq!(h.log(), ["start db"], "nothing starts before db is ready");
+    let snapshot = h.lc.snapshot();
+    assert!(snapshot.services()[1].is_waiting());
+    assert!(!snapshot.services()[0].is_ready());
+    assert!(
+        snapshot
+            .to_string()
+            .contains("waiting for its dependencies")
+    );
+    assert!(snapshot.to_string().contains("starting (not ready)"));
+    assert!(
+        !h.lc.stop_signal().ready(),
+        "the lifecycle's signal is no service's"
+    );
+    gate.lock().unwrap().take().unwrap().send(()).unwrap();
+    h.pool.run_until_stalled();
+    let log = h.log();
+    assert_eq!(log[0], "start db");
+    let pos = |what: &str| {
+        log.iter()
+            .position(|l| l == what)
+            .unwrap_or_else(|| panic!("{what} not in {log:?}"))
+    };
+    assert!(pos("start cache") < pos("start api"), "{log:?}");
+    assert!(pos("start worker") > 0);
+    assert!(h.lc.snapshot().services().iter().all(|s| s.is_ready()));
+
+    h.log.lock().unwrap().clear();
+    h.lc.stop("deploy");
+    h.pool.run_until_stalled();
+    let report = h.pool.run_until(wait);
+    let log = h.log();
+    let pos = |what: &str| log.iter().position(|l| l == what).unwrap();
+    assert!(pos("stop api") < pos("stop cache"), "{log:?}");
+    assert!(pos("stop cache") < pos("stop db"), "{log:?}");
+    assert!(pos("stop worker") < pos("stop db"), "{log:?}");
+    assert_eq!(report.state(), State::Terminated);
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let events = h.events();
+    assert!(
+        events.contains(&"service \"db\" ready (run 1)".to_owned()),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("service \"db\" signalled to stop")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn bad_dependencies_and_durations_are_typed_errors_at_add_time() {
+    let h = Harness::with_grace(secs(10));
+    h.add("db", ServiceOptions::new(), false, false);
+    let add = |name: &'static str, options: ServiceOptions| {
+        h.lc.service_with(name, options, |stop| stop).unwrap_err()
+    };
+    assert_eq!(
+        add("api", after(&["dbb"])),
+        ServiceError::UnknownDependency {
+            service: "api".into(),
+            dependency: "dbb".into()
+        }
+    );
+    assert_eq!(
+        add("api", after(&["api"])),
+        ServiceError::DependencyCycle {
+            service: "api".into()
+        }
+    );
+    assert_eq!(
+        add("api", ServiceOptions::new().start_timeout(Duration::ZERO)),
+        ServiceError::Config(ConfigError::ZeroDuration {
+            what: "start timeout"
+        })
+    );
+    assert!(matches!(
+        add("api", ServiceOptions::new().stop_budget(secs(2 * 86_400))),
+        ServiceError::Config(ConfigError::TooLong {
+            what: "stop budget",
+            ..
+        })
+    ));
+    h.lc.service_with(
+        "cache",
+        after(&["db"]).stop_budget(secs(6)),
+        |stop: StopSignal| stop,
+    )
+    .unwrap();
+    let err = add("api", after(&["cache"]).stop_budget(secs(5)));
+    assert_eq!(
+        err,
+        ServiceError::BudgetsExceedGrace {
+            service: "api".into(),
+            total: secs(11),
+            grace: secs(10)
+        }
+    );
+    assert!(err.to_string().contains("more than the grace"), "{err}");
+    assert!(
+        add("api", after(&["dbb"]))
+            .to_string()
+            .contains("add dependencies first")
+    );
+    // None of the refused services exists; the lifecycle still runs and stops cleanly.
+    assert_eq!(h.lc.snapshot().services().len(), 2);
+    h.lc.stop("done");
+    let report = futures::executor::block_on(h.lc.wait());
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+#[test]
+fn a_start_timeout_stops_what_started_in_reverse_and_never_starts_the_rest() {
+    let mut h = Harness::with_grace(secs(30));
+    h.add("db", ServiceOptions::new(), false, false);
+    // Never declares itself ready.
+    h.add(
+        "migrations",
+        after(&["db"]).declares_ready().start_timeout(secs(5)),
+        false,
+        false,
+    );
+    h.add("api", after(&["migrations"]), false, false);
+    let wait = h.wait();
+    assert_eq!(h.log(), ["start db", "start migrations"]);
+    h.advance(secs(4));
+    assert_eq!(h.lc.state(), State::Running);
+    h.advance(secs(1));
+    let report = h.pool.run_until(wait);
+    assert_eq!(
+        report.cause(),
+        Some(&StopCause::StartFailed {
+            service: "migrations".into(),
+            timeout: Some(secs(5))
+        })
+    );
+    let log = h.log();
+    assert_eq!(
+        &log[2..],
+        ["stop migrations", "stop db"],
+        "stopped in reverse: {log:?}"
+    );
+    assert_eq!(
+        report.service("api").unwrap().outcome(),
+        &ServiceOutcome::NotStarted
+    );
+    assert_eq!(report.service("api").unwrap().attempts(), 0);
+    assert_eq!(
+        report.exit_code(),
+        1,
+        "a failed start is a failure: {report}"
+    );
+    assert!(
+        report.to_string().contains("was not ready within 5s"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_dependency_that_ends_before_it_is_ready_fails_the_start_even_when_failures_are_only_reported()
+{
+    let mut h = Harness::new(
+        Lifecycle::builder()
+            .grace(secs(30))
+            .on_service_failure(FailurePolicy::ReportOnly),
+    );
+    h.lc.service_with(
+        "db",
+        ServiceOptions::new().declares_ready(),
+        |_stop| async { Err::<(), _>("no such database") },
+    )
+    .unwrap();
+    h.add("api", after(&["db"]), false, false);
+    let report = h.pool.run_until(h.lc.wait());
+    assert_eq!(
+        report.cause(),
+        Some(&StopCause::StartFailed {
+            service: "db".into(),
+            timeout: None
+        })
+    );
+    assert_eq!(
+        report.service("api").unwrap().outcome(),
+        &ServiceOutcome::NotStarted
+    );
+    assert_eq!(report.exit_code(), 1);
+}
+
+#[test]
+fn a_stalled_dependent_is_given_up_at_its_budget_and_its_dependency_still_stops() {
+    let mut h = Harness::with_grace(secs(30));
+    h.add("db", ServiceOptions::new(), false, false);
+    h.add("api", after(&["db"]).stop_budget(secs(4)), false, true);
+    let wait = h.wait();
+    h.lc.stop("deploy");
+    h.pool.run_until_stalled();
+    assert_eq!(h.log(), ["start db", "start api", "stop api"]);
+    h.advance(secs(2));
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| e == "service \"api\" still running 2s after the stop"),
+        "slow to stop at half its budget: {:?}",
+        h.events()
+    );
+    h.advance(secs(1));
+    assert_eq!(
+        h.log().len(),
+        3,
+        "db is not signalled before api's budget ends"
+    );
+    h.advance(secs(1));
+    // api given up on at 4 s; db signalled then, and stops.
+    let report = h.pool.run_until(wait);
+    assert_eq!(h.log().last().unwrap(), "stop db");
+    assert_eq!(
+        report.service("api").unwrap().outcome(),
+        &ServiceOutcome::Abandoned
+    );
+    assert_eq!(
+        report.service("db").unwrap().outcome(),
+        &ServiceOutcome::Stopped
+    );
+    assert_eq!(report.state(), State::Abandoned);
+    assert_eq!(report.drained_in(), secs(4), "{report}");
+    assert_eq!(report.exit_code(), 2);
+}
+
+#[test]
+fn without_budgets_the_time_left_is_shared_along_the_chain() {
+    let mut h = Harness::with_grace(secs(30));
+    h.add("a", ServiceOptions::new(), false, true);
+    h.add("b", after(&["a"]), false, true);
+    h.add("c", after(&["b"]), false, true);
+    let wait = h.wait();
+    h.lc.stop("deploy");
+    h.pool.run_until_stalled();
+    assert_eq!(h.log().last().unwrap(), "stop c");
+    // c: 30 s / 3 = 10 s.
+    h.advance(Duration::from_millis(9_999));
+    assert_eq!(h.log().last().unwrap(), "stop c");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.log().last().unwrap(), "stop b");
+    // b: the 20 s left / 2 = 10 s; then a: the last 10 s.
+    h.advance(secs(10));
+    assert_eq!(h.log().last().unwrap(), "stop a");
+    h.advance(secs(10));
+    let report = h.pool.run_until(wait);
+    assert_eq!(report.state(), State::Abandoned);
+    assert_eq!(report.drained_in(), secs(30));
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            report.service(name).unwrap().outcome(),
+            &ServiceOutcome::Abandoned,
+            "{name} is named: {report}"
+        );
+    }
+}
+
+#[test]
+fn a_restarted_run_is_not_ready_until_it_says_so_and_a_stale_signal_cannot_say_it() {
+    let mut h = Harness::with_grace(secs(30));
+    let runs: Arc<Mutex<Vec<StopSignal>>> = Arc::default();
+    let kept = runs.clone();
+    let options = ServiceOptions::new()
+        .declares_ready()
+        .restart(Restart::Always)
+        .backoff(
+            async_lifecycle::Backoff::new(secs(1), secs(1))
+                .unwrap()
+                .without_jitter(),
+        );
+    h.lc.service_with("db", options, move |stop: StopSignal| {
+        kept.lock().unwrap().push(stop.clone());
+        let n = kept.lock().unwrap().len();
+        async move {
+            if n == 1 {
+                stop.ready();
+                return Ok(()); // an early end: restarted
+            }
+            stop.await;
+            Ok::<(), String>(())
+        }
+    })
+    .unwrap();
+    let wait = h.wait();
+    h.advance(secs(1));
+    let first = runs.lock().unwrap()[0].clone();
+    assert_eq!(runs.lock().unwrap().len(), 2);
+    assert!(!h.lc.snapshot().services()[0].is_ready());
+    assert!(
+        !first.ready(),
+        "the first run's signal cannot make the second ready"
+    );
+    assert!(!h.lc.snapshot().services()[0].is_ready());
+    let second = runs.lock().unwrap()[1].clone();
+    assert!(second.ready());
+    assert!(h.lc.snapshot().services()[0].is_ready());
+    h.lc.stop("done");
+    let report = h.pool.run_until(wait);
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+#[test]
+fn a_nested_lifecycle_stops_after_its_dependents_within_what_the_parent_has_left() {
+    let mut h = Harness::with_grace(secs(30));
+    h.add("db", ServiceOptions::new(), false, false);
+    let workers =
+        h.lc.nest(
+            "workers",
+            after(&["db"]),
+            Lifecycle::builder().grace(secs(60)),
+        )
+        .unwrap();
+    h.add(
+        "api",
+        after(&["workers"]).stop_budget(secs(10)),
+        false,
+        false,
+    );
+    let log = h.log.clone();
+    workers
+        .service("worker 1", move |stop| async move {
+            stop.await;
+            log.lock().unwrap().push("stop worker 1".into());
+        })
+        .unwrap();
+    // A straggler inside the nested lifecycle.
+    let _stuck = workers.session("job 42").unwrap();
+    let wait = h.wait();
+    h.lc.stop("deploy");
+    h.pool.run_until_stalled();
+    let log = h.log();
+    let pos = |what: &str| log.iter().position(|l| l == what).unwrap();
+    assert!(pos("stop api") < pos("stop worker 1"), "{log:?}");
+    assert!(
+        !log.contains(&"stop db".to_owned()),
+        "db waits for workers: {log:?}"
+    );
+    assert_eq!(workers.state(), State::Draining);
+    assert_eq!(
+        workers.cause(),
+        Some(&StopCause::ParentStopping),
+        "the nested lifecycle is stopped by its parent"
+    );
+    // workers' default budget: the 30 s left / 2 (db below it) = 15 s, not its own 60 s.
+    h.advance(Duration::from_millis(14_999));
+    assert_eq!(workers.state(), State::Draining);
+    h.advance(Duration::from_millis(1));
+    let report = h.pool.run_until(wait);
+    let nested = report.service("workers").unwrap().nested().unwrap();
+    assert_eq!(nested.state(), State::Abandoned);
+    assert_eq!(nested.sessions().abandoned()[0].name(), "job 42");
+    assert_eq!(h.log().last().unwrap(), "stop db");
+    assert_eq!(
+        report.exit_code(),
+        2,
+        "a straggler at depth 1 makes the tree's code 2"
+    );
+    let text = report.to_string();
+    assert!(text.contains("       | lifecycle abandoned"), "{text}");
+    assert!(text.contains("       |   ABANDONED job 42"), "{text}");
+}
+
+#[test]
+fn a_nested_lifecycle_that_fails_on_its_own_stops_the_parent() {
+    let h = Harness::with_grace(secs(30));
+    h.add("db", ServiceOptions::new(), false, false);
+    let workers =
+        h.lc.nest("workers", ServiceOptions::new(), Lifecycle::builder())
+            .unwrap();
+    workers
+        .service("worker 1", |_stop| async { Err::<(), _>("disk full") })
+        .unwrap();
+    let report = futures::executor::block_on(h.lc.wait());
+    assert_eq!(
+        report.cause(),
+        Some(&StopCause::ServiceEnded {
+            service: "workers".into()
+        })
+    );
+    let nested = report.service("workers").unwrap().nested().unwrap();
+    assert_eq!(
+        nested.service("worker 1").unwrap().outcome(),
+        &ServiceOutcome::Failed("disk full".into())
+    );
+    assert_eq!(report.exit_code(), 1, "{report}");
+}
+
+#[test]
+fn a_parent_that_is_forced_ends_its_nested_lifecycles_and_still_reports_them() {
+    let mut h = Harness::with_grace(secs(30));
+    let workers =
+        h.lc.nest("workers", ServiceOptions::new(), Lifecycle::builder())
+            .unwrap();
+    workers
+        .service("stuck", |_stop| futures::future::pending::<()>())
+        .unwrap();
+    let wait = h.wait();
+    h.lc.force();
+    let report = h.pool.run_until(wait);
+    let nested = report.service("workers").unwrap().nested().unwrap();
+    assert!(nested.state().is_terminal());
+    assert_eq!(
+        nested.service("stuck").unwrap().outcome(),
+        &ServiceOutcome::Abandoned
+    );
+    assert_eq!(report.exit_code(), 2);
+}
+
+#[test]
+fn a_nested_lifecycle_cannot_be_restarted() {
+    let lc = Lifecycle::new();
+    let err = lc
+        .nest(
+            "workers",
+            ServiceOptions::new().restart(Restart::OnFailure),
+            Lifecycle::builder(),
+        )
+        .unwrap_err();
+    assert_eq!(err, ServiceError::Config(ConfigError::RestartNested));
+    assert!(lc.snapshot().services().is_empty());
+    lc.stop("done");
+}
+
+#[test]
+fn events_name_readiness_and_the_ordered_stop() {
+    let mut h = Harness::with_grace(secs(30));
+    h.add("db", ServiceOptions::new().declares_ready(), true, false);
+    h.add("api", after(&["db"]), false, false);
+    let wait = h.wait();
+    h.lc.stop("deploy");
+    let _ = h.pool.run_until(wait);
+    let events = h.events();
+    let pos = |what: &str| {
+        events
+            .iter()
+            .position(|e| e.starts_with(what))
+            .unwrap_or_else(|| panic!("no {what:?} in {events:?}"))
+    };
+    assert!(pos("service \"db\" ready") < pos("service \"api\" started"));
+    assert!(pos("stop requested") < pos("service \"db\" signalled to stop"));
+    let _ = Event::Ready {
+        service: "db",
+        attempt: 1,
+    };
+}
