@@ -161,6 +161,10 @@ pub mod tokio;
 #[cfg(all(test, loom))]
 #[path = "../tests/loom/models.rs"]
 mod loom_models;
+/// The loom models of dependencies, readiness and the ordered stop (`tests/loom/ordering.rs`).
+#[cfg(all(test, loom))]
+#[path = "../tests/loom/ordering.rs"]
+mod loom_models_ordering;
 #[cfg(all(test, loom))]
 extern crate self as async_lifecycle;
 
