@@ -478,6 +478,12 @@ fn a_nested_lifecycle_stops_after_its_dependents_within_what_the_parent_has_left
     assert_eq!(workers.state(), State::Draining);
     h.advance(Duration::from_millis(1));
     let report = h.pool.run_until(wait);
+    // Its service ended at its budget's end, with the nested lifecycle's own deadline: too
+    // late, whichever of the two timers ran first.
+    assert_eq!(
+        report.service("workers").unwrap().outcome(),
+        &ServiceOutcome::Abandoned
+    );
     let nested = report.service("workers").unwrap().nested().unwrap();
     assert_eq!(nested.state(), State::Abandoned);
     assert_eq!(nested.sessions().abandoned()[0].name(), "job 42");

@@ -23,7 +23,11 @@
 //!
 //! | from       | input                                                    | to           | actions |
 //! |------------|----------------------------------------------------------|--------------|---------|
-//! | `Running`  | `stop(cause)` (a service waiting for its restart ends at once, as its last run did) | `Draining` | `Drain`, `Census` |
+//! | `Running`  | `add_service_with` with dependencies all ready once (else it waits for them) | `Running` | `Start` |
+//! | `Running`  | `service_ready`, or `run_made` of a service that does not declare readiness: the first time it is ready | `Running` | `Start` per dependent whose dependencies are now all ready |
+//! | `Running`  | `handle_timeout(now >= a start timeout)`, service not ready | `Draining` (`StartFailed`) | `Drain`, `Census` |
+//! | `Running`  | a service ends for good before it was ever ready, a dependent waiting | `Draining` (`StartFailed`) | (`Complain`), `Drain`, `Census` |
+//! | `Running`  | `stop(cause)` (a service waiting for its restart ends at once, as its last run did; one waiting for its dependencies ends `NotStarted`; services with a dependent still running are held) | `Draining` | `Drain`, `Census` |
 //! | `Running`  | a restartable service's run ends as its [`Restart`] policy says, within the [`RestartIntensity`] | `Running` (restart due after the [`Backoff`]) | `Restarting` |
 //! | `Running`  | the same, but one restart too many within the window     | `Draining` (`RestartIntensity`) | `Complain`, `Drain`, `Census` |
 //! | `Running`  | `handle_timeout(now >= a restart's due time)`            | `Running`    | `Start` (one per due service; the driver answers `run_made` or `cancel_start`) |
@@ -39,13 +43,22 @@
 //! | `Draining` | a service exits before the deadline, other work left     | `Draining`   | (`Complain` if unclean) |
 //! | `Draining` | a service exits at or after the deadline (too late)      | `Draining`   | `Census` (which abandons it) |
 //! | `Draining` | `handle_census(work left)` before the deadline           | `Draining`   | — |
-//! | `Draining` | `handle_timeout(now >= stop + grace / 2)`, once           | `Draining`   | `SlowToStop` per running service |
+//! | `Draining` | the last running dependent of a held service ends (or is given up on) | `Draining` | `Release` (its budget starts) |
+//! | `Draining` | `handle_timeout(now >= release + budget / 2)`, once per service | `Draining` | `SlowToStop` |
+//! | `Draining` | `handle_timeout(now >= a service's budget end < deadline)`, or its exit then | `Draining` (the end will be `Abandoned`) | `Complain`, `GiveUp`, `Release`s, (`Census` if nothing runs) |
 //! | `Draining` | `handle_timeout(now < deadline)`, otherwise              | `Draining`   | — |
 //! | `Draining` | `handle_timeout(now >= deadline)`                        | `Draining`   | `Census` |
 //! | `Draining` | `handle_census(work left)` at or past the deadline       | `Abandoned`  | `Abandon`, `Complain`×n, `Finish` |
 //! | `Draining` | `force()`                                                | `Draining`, deadline = now | `Census` |
 //! | `Draining` | `stop(cause)`                                            | `Draining`   | — (the first cause is kept) |
 //! | terminal   | anything                                                 | unchanged    | — |
+//!
+//! A service's stop budget starts when its stop signal fires (at the stop, or at its
+//! `Release`): the smaller of its own [`ServiceOptions::stop_budget`] and the time left to
+//! the deadline, or without one, the time left divided by one plus the length of its longest
+//! chain of dependencies — so the budgets of a chain never stack past the grace. With no
+//! dependencies anywhere every service is signalled at the stop with the whole grace as its
+//! budget: the flat lifecycle.
 //!
 //! Every end is decided on a census: the session counts in the [`Report`] are those of the
 //! census that ended the lifecycle. A zero grace puts the deadline at the stop itself, so
@@ -65,9 +78,13 @@
 //!   visible.
 //! - Service names are unique: a second service with a name already in use is refused.
 //! - The first stop cause is kept; later ones are ignored.
-//! - `Terminated` only on a census with nothing live and no service running; `Abandoned`
-//!   only on a census at or after the deadline (a forced stop moves the deadline to the
-//!   moment it was forced) with work still running.
+//! - `Terminated` only on a census with nothing live and no service running, none given up
+//!   on; `Abandoned` on a census at or after the deadline (a forced stop moves the deadline
+//!   to the moment it was forced) with work still running, or once everything ended if a
+//!   service was given up on past its stop budget.
+//! - Dependents first: a service's own stop signal fires only once every service depending
+//!   on it has ended or was given up on; a service is started only once every dependency was
+//!   ready, and never after the stop.
 //! - Every service ends exactly once in the report: with the outcome of its exit, or as
 //!   [`ServiceOutcome::Abandoned`] if it was still running when the lifecycle gave up.
 
@@ -1065,6 +1082,11 @@ impl Machine {
         if let Phase::Draining(d) = &self.phase {
             if d.deadline.is_some_and(|deadline| now >= deadline) {
                 self.actions.push_back(Action::Census);
+                return;
+            }
+            // Likewise past its own stop budget: given up on, whichever came first.
+            if self.services[id.0].budget_end.is_some_and(|end| now >= end) {
+                self.handle_timeout(now);
                 return;
             }
         }

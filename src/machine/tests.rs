@@ -518,3 +518,144 @@ fn a_first_run_made_later_counts_when_made_and_a_stop_before_it_is_clean() {
     assert_eq!(never.attempts(), 0);
     assert_eq!(report.exit_code(), 0);
 }
+
+/// Options for a service that starts after `on`.
+fn after(on: &[&'static str]) -> ServiceOptions {
+    ServiceOptions::new().after(on.iter().copied())
+}
+
+#[test]
+fn a_dependent_is_started_once_its_dependency_declares_itself_ready() {
+    let (mut m, t0) = machine();
+    let db = m
+        .add_service_with(t0, "db", ServiceOptions::new().declares_ready())
+        .unwrap();
+    let api = m.add_service_with(t0, "api", after(&["db"])).unwrap();
+    assert_eq!(m.poll(), None, "api waits for db");
+    assert_eq!(m.service_readiness(api), (true, false));
+    assert!(m.service_ready(t0 + secs(1), db));
+    assert!(!m.service_ready(t0 + secs(1), db), "once");
+    assert_eq!(m.poll(), Some(Action::Start { service: api }));
+    m.run_made(t0 + secs(1), api);
+    assert_eq!(m.service_readiness(api), (false, true));
+    assert_eq!(m.service_restarts(api).0, 1);
+    // A dependent added after its dependency was ready starts at once.
+    let late = m
+        .add_service_with(t0, "late", after(&["db", "api"]))
+        .unwrap();
+    assert_eq!(m.poll(), Some(Action::Start { service: late }));
+}
+
+#[test]
+fn a_start_timeout_is_a_timer_and_fails_the_start() {
+    let (mut m, t0) = machine();
+    let options = ServiceOptions::new()
+        .declares_ready()
+        .start_timeout(secs(3));
+    m.add_service_with(t0, "db", options).unwrap();
+    let api = m.add_service_with(t0, "api", after(&["db"])).unwrap();
+    assert_eq!(m.poll_timeout(), Some(t0 + secs(3)));
+    m.handle_timeout(t0 + secs(3));
+    assert_eq!(
+        m.cause(),
+        Some(&StopCause::StartFailed {
+            service: "db".into(),
+            timeout: Some(secs(3))
+        })
+    );
+    assert_eq!(
+        m.service_status(api).1,
+        Some(&(t0 + secs(3), ServiceOutcome::NotStarted))
+    );
+}
+
+#[test]
+fn the_stop_signals_services_in_reverse_order_with_budgets_shared_along_the_chain() {
+    let (mut m, t0) = machine(); // 10 s of grace
+    let a = m.add_service(t0, "a").unwrap();
+    let b = m.add_service_with(t0, "b", after(&["a"])).unwrap();
+    let c = m.add_service_with(t0, "c", after(&["b"])).unwrap();
+    for id in [b, c] {
+        assert_eq!(m.poll(), Some(Action::Start { service: id }));
+        m.run_made(t0, id);
+    }
+    m.stop(t0, "deploy".into());
+    assert_eq!(m.held().collect::<Vec<_>>(), [a, b], "only c is signalled");
+    assert_eq!(
+        settle(&mut m, t0, &empty()),
+        [Action::Drain, Action::Census]
+    );
+    // c: 10 s / 3; its warning at half of that.
+    let third = secs(10) / 3;
+    assert_eq!(m.poll_timeout(), Some(t0 + third / 2));
+    m.service_exited(t0 + secs(1), c, Exit::Ok);
+    assert_eq!(m.poll(), Some(Action::Release { service: b }));
+    assert_eq!(m.held().collect::<Vec<_>>(), [a]);
+    // b: the 9 s left / 2 = 4.5 s, until 5.5 s: past it, given up on, and a released.
+    assert_eq!(
+        m.service_deadline(b),
+        Some(t0 + Duration::from_millis(5_500))
+    );
+    m.handle_timeout(t0 + Duration::from_millis(5_500));
+    let actions = settle(&mut m, t0 + Duration::from_millis(5_500), &empty());
+    assert!(
+        actions.contains(&Action::GiveUp { service: b }),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&Action::Release { service: a }),
+        "{actions:?}"
+    );
+    // a: the rest, to the deadline.
+    assert_eq!(m.service_deadline(a), Some(t0 + secs(10)));
+    m.service_exited(t0 + secs(6), a, Exit::Ok);
+    settle(&mut m, t0 + secs(6), &empty());
+    let report = m.report().expect("ended");
+    assert_eq!(report.state(), State::Abandoned, "b was given up on");
+    assert_eq!(report.exit_code(), 2);
+    assert_eq!(report.services()[1].outcome(), &ServiceOutcome::Abandoned);
+    assert_eq!(report.services()[0].outcome(), &ServiceOutcome::Stopped);
+}
+
+#[test]
+fn an_exit_at_its_budget_end_is_too_late_whatever_ran_first() {
+    let (mut m, t0) = machine();
+    m.add_service(t0, "a").unwrap();
+    let b = m
+        .add_service_with(t0, "b", after(&["a"]).stop_budget(secs(2)))
+        .unwrap();
+    assert_eq!(m.poll(), Some(Action::Start { service: b }));
+    m.run_made(t0, b);
+    m.stop(t0, "deploy".into());
+    settle(&mut m, t0, &empty());
+    m.service_exited(t0 + secs(2), b, Exit::Ok);
+    let actions = settle(&mut m, t0 + secs(2), &empty());
+    assert!(
+        actions.contains(&Action::GiveUp { service: b }),
+        "{actions:?}"
+    );
+    assert_eq!(
+        m.service_status(b).1,
+        Some(&(t0 + secs(2), ServiceOutcome::Abandoned))
+    );
+}
+
+#[test]
+fn budgets_that_cannot_fit_in_the_grace_are_refused_when_added() {
+    let (mut m, t0) = machine(); // 10 s
+    m.add_service_with(t0, "a", ServiceOptions::new().stop_budget(secs(4)))
+        .unwrap();
+    m.add_service_with(t0, "b", after(&["a"]).stop_budget(secs(6)))
+        .unwrap();
+    assert_eq!(
+        m.add_service_with(t0, "c", after(&["b"]).stop_budget(secs(1))),
+        Err(ServiceError::BudgetsExceedGrace {
+            service: "c".into(),
+            total: secs(11),
+            grace: GRACE
+        })
+    );
+    // A sibling chain that fits is fine: budgets add along a chain, not across branches.
+    m.add_service_with(t0, "d", after(&["a"]).stop_budget(secs(6)))
+        .unwrap();
+}
