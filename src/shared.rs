@@ -183,10 +183,8 @@ impl Shared {
         let result;
         {
             let mut core = lock(&self.core);
-            let timeout = core.machine.poll_timeout();
             result = input(&mut core.machine, now);
             self.settle(&mut core, now, &mut effects);
-            effects.rescheduled |= core.machine.poll_timeout() != timeout;
         }
         self.carry_out(effects);
         result
@@ -210,7 +208,6 @@ impl Shared {
         let id;
         {
             let mut core = lock(&self.core);
-            let timeout = core.machine.poll_timeout();
             id = core.machine.add_service_with(now, name, options)?;
             // Under the same lock that assigned the id, so indices line up.
             core.aborts.push(abort);
@@ -223,7 +220,6 @@ impl Shared {
                 core.nested.push((id, nested));
             }
             self.settle(&mut core, now, &mut effects);
-            effects.rescheduled |= core.machine.poll_timeout() != timeout;
         }
         self.carry_out(effects);
         Ok((id, !ordered))
@@ -236,14 +232,12 @@ impl Shared {
         let mut effects = Effects::default();
         let ready = {
             let mut core = lock(&self.core);
-            let timeout = core.machine.poll_timeout();
             let ready = core.machine.service_restarts(id).0 == attempt
                 && core.machine.service_ready(now, id);
             if ready && event::wanted(self.events.as_ref()) {
                 effects.ready = Some((core.machine.service_name(id).to_owned(), attempt));
             }
             self.settle(&mut core, now, &mut effects);
-            effects.rescheduled |= core.machine.poll_timeout() != timeout;
             ready
         };
         self.carry_out(effects);
@@ -302,7 +296,6 @@ impl Shared {
             let mut core = lock(&self.core);
             core.factories[id.0] = Some(factory);
             core.aborts[id.0] = abort;
-            let timeout = core.machine.poll_timeout();
             // Counted as an attempt under the same lock that saw it may run.
             let made = match made {
                 Ok(body) if core.machine.state() == State::Running => {
@@ -319,7 +312,6 @@ impl Shared {
                 }
             };
             self.settle(&mut core, now, &mut effects);
-            effects.rescheduled |= core.machine.poll_timeout() != timeout;
             made
         };
         match made {
@@ -420,6 +412,11 @@ impl Shared {
     }
 
     fn settle(&self, core: &mut Core, now: Instant, effects: &mut Effects) {
+        self.settle_actions(core, now, effects);
+        effects.rescheduled |= core.machine.take_rescheduled();
+    }
+
+    fn settle_actions(&self, core: &mut Core, now: Instant, effects: &mut Effects) {
         while let Some(action) = core.machine.poll() {
             match action {
                 Action::Drain => {
@@ -445,10 +442,7 @@ impl Shared {
                     core.machine.handle_census(now, census);
                 }
                 Action::Complain { .. } => effects.complaints.push(action),
-                Action::Restarting { .. } => {
-                    effects.rescheduled = true;
-                    effects.complaints.push(action);
-                }
+                Action::Restarting { .. } => effects.complaints.push(action),
                 Action::Start { service } => effects.starts.push(service),
                 Action::Release { service } => {
                     let name = core.machine.service_name(service).to_owned();

@@ -576,6 +576,8 @@ pub struct Machine {
     restarts: VecDeque<Instant>,
     rng: Rng,
     actions: VecDeque<Action>,
+    /// A timer was set that may be earlier than the one a driver armed.
+    rescheduled: bool,
 }
 
 impl Machine {
@@ -596,6 +598,7 @@ impl Machine {
             restarts: VecDeque::new(),
             rng: Rng::new(0x5EED),
             actions: VecDeque::new(),
+            rescheduled: false,
         }
     }
 
@@ -795,6 +798,7 @@ impl Machine {
                 .options
                 .start_timeout_limit()
                 .and_then(|timeout| now.checked_add(timeout));
+            self.rescheduled |= entry.ready_by.is_some();
         }
         if start {
             entry.starting = true;
@@ -956,6 +960,9 @@ impl Machine {
             .filter(|budget| !budget.is_zero() && entry.budget_end.is_some())
             .and_then(|budget| now.checked_add(budget / 2));
         if announce {
+            // At the stop, the `Drain` wakes the drivers; later, this new budget may be the
+            // earliest timer.
+            self.rescheduled = true;
             self.actions.push_back(Action::Release { service: id });
         }
     }
@@ -1262,6 +1269,7 @@ impl Machine {
         entry.streak = entry.streak.saturating_add(1);
         let after = backoff.delay(entry.streak, self.rng.next());
         entry.backoff_until = Some(now + after);
+        self.rescheduled = true;
         entry.ready = false;
         entry.last_outcome = Some(outcome.clone());
         self.actions.push_back(Action::Restarting {
@@ -1385,6 +1393,14 @@ impl Machine {
             // The last service given up on: a census decides (the sessions may be drained).
             self.actions.push_back(Action::Census);
         }
+    }
+
+    /// Whether a timer was set since the last call that may come before the one a driver
+    /// armed for [`poll_timeout`](Self::poll_timeout) (a restart's backoff, a start timeout,
+    /// a stop budget started at a `Release`): the driver looks at `poll_timeout` again. A
+    /// stop needs no such call: its `Drain` wakes every waiter.
+    pub fn take_rescheduled(&mut self) -> bool {
+        std::mem::take(&mut self.rescheduled)
     }
 
     /// The next action for the driver, if any.
