@@ -99,6 +99,34 @@
 //! with [`StopCause::RestartIntensity`]. [`Builder::on_event`] receives every [`Event`].
 //! Bad settings are [`ConfigError`]s when they are made.
 //!
+//! Services form a graph through [`ServiceOptions::after`]: a service starts once its
+//! dependencies are ready ([`ServiceOptions::declares_ready`] and [`StopSignal::ready`], with
+//! a [`ServiceOptions::start_timeout`]; a failed start stops what started, in reverse), and
+//! at the stop each service's own signal fires only when its dependents are done. Each
+//! service gets a stop budget inside the one grace ([`ServiceOptions::stop_budget`], or the
+//! time left shared along its chain): a stalled service is abandoned and named at the end of
+//! its budget and never keeps the others from their stop. [`Lifecycle::nest`] runs a whole
+//! lifecycle as one service of another; the report is a tree and its exit code the tree's.
+//!
+//! ```
+//! use std::time::Duration;
+//! use async_lifecycle::{Lifecycle, ServiceOptions};
+//!
+//! let lc = Lifecycle::builder().grace(Duration::from_secs(30)).build();
+//! lc.service_with("db", ServiceOptions::new(), |stop| async move {
+//!     stop.await; // fires after "api" and "workers" are done
+//! })?;
+//! let api = ServiceOptions::new().after(["db"]).stop_budget(Duration::from_secs(10));
+//! lc.service_with("api", api, |stop| stop)?;
+//! let workers = lc.nest("workers", ServiceOptions::new().after(["db"]), Lifecycle::builder())?;
+//! workers.service("worker 1", |stop| stop)?;
+//!
+//! lc.stop("deploy");
+//! let report = futures::executor::block_on(lc.wait());
+//! assert_eq!(report.exit_code(), 0);
+//! # Ok::<(), async_lifecycle::ServiceError>(())
+//! ```
+//!
 //! # Features
 //!
 //! - `tracing` (default): complaints go to `tracing` at error level, target

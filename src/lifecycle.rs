@@ -159,6 +159,14 @@ impl Lifecycle {
     /// service's [`attempts`](crate::ServiceReport::attempts) and
     /// [`last_failure`](crate::ServiceReport::last_failure).
     ///
+    /// `options` also order it among the others: [`after`](ServiceOptions::after) names the
+    /// services it starts after (once they are ready) and stops before (its dependencies'
+    /// stop signals wait for it), [`declares_ready`](ServiceOptions::declares_ready) and
+    /// [`start_timeout`](ServiceOptions::start_timeout) say when it is ready, and
+    /// [`stop_budget`](ServiceOptions::stop_budget) how long its stop may take within the
+    /// grace. A service with dependencies is made when they are ready, on the thread that
+    /// made the last of them ready.
+    ///
     /// The backoff waits are driven by [`wait`](Lifecycle::wait), like the grace deadline:
     /// poll it (on any executor) for restarts to happen.
     ///
@@ -170,7 +178,10 @@ impl Lifecycle {
     ///
     /// # Errors
     ///
-    /// As [`service`](Lifecycle::service); `factory` is not called then.
+    /// As [`service`](Lifecycle::service), and the errors of a bad dependency or duration
+    /// ([`ServiceError::UnknownDependency`], [`ServiceError::DependencyCycle`],
+    /// [`ServiceError::Config`], [`ServiceError::BudgetsExceedGrace`]); `factory` is not
+    /// called then.
     ///
     /// # Examples
     ///
@@ -294,6 +305,10 @@ impl Lifecycle {
             builder.grace = Some(parent.grace());
         }
         let nested = builder.build();
+        // Nothing in it runs before its own service does (after its dependencies are
+        // ready): with a spawner, its tasks wait in its queue until then; without one, the
+        // `wait()` inside its run is what drives them.
+        nested.shared().close_gate();
         // Its parent will stop it: something to wait for, so its first `wait()` does not
         // stop it for having nothing to run yet.
         nested.shared().apply(|m, _| m.handle_stop_trigger());
@@ -304,6 +319,7 @@ impl Lifecycle {
                 let Some(nested) = nested else {
                     return Err("a nested lifecycle runs once".to_owned());
                 };
+                nested.shared().open_gate();
                 let wait = nested.wait();
                 let report = match futures_util::future::select(wait, stop.clone()).await {
                     futures_util::future::Either::Left((report, _)) => report,
@@ -528,8 +544,9 @@ impl Shared {
     /// is dropped at once (a service then stays recorded as it ended or was abandoned).
     pub(crate) fn run(&self, task: Task) {
         match &self.spawner {
-            Some(spawn) => spawn(Box::pin(task)),
-            None => {
+            // A nested lifecycle whose service has not run yet keeps its tasks queued.
+            Some(spawn) if !self.gated() => spawn(Box::pin(task)),
+            _ => {
                 if let Err(task) = self.queue.push(task) {
                     crate::complain::quietly(|| drop(task));
                 }

@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     pub(crate) sessions: Sessions,
     /// Whether the first `Wait` poll was forwarded to the machine (it asks once).
     wait_seen: AtomicBool,
+    /// A nested lifecycle whose service has not run yet: its tasks are queued, not spawned.
+    gated: AtomicBool,
     /// The first stop cause, set once under `core` before `stop` fires: read without a lock.
     cause: OnceLock<StopCause>,
     /// Fires when the stop is requested (draining starts).
@@ -122,6 +124,8 @@ struct Effects {
     /// A service declared itself ready (its name and run), for the event: before the
     /// dependents that starts.
     ready: Option<(String, u32)>,
+    /// Nested lifecycles whose service never ran, at the stop: cancelled.
+    unstarted: Vec<Arc<Shared>>,
     /// Nested lifecycles ended with this one: their own effects.
     nested: Vec<(Arc<Shared>, Effects)>,
     /// The report, when the machine ended in this settle.
@@ -139,6 +143,7 @@ impl Shared {
         Shared {
             sessions: Sessions::new(),
             wait_seen: AtomicBool::new(false),
+            gated: AtomicBool::new(false),
             cause: OnceLock::new(),
             stop: Broadcast::new(),
             held: OnceLock::new(),
@@ -335,6 +340,34 @@ impl Shared {
         }
     }
 
+    /// Whether tasks are held in the queue rather than spawned (a nested lifecycle whose
+    /// service has not run yet).
+    pub(crate) fn gated(&self) -> bool {
+        self.gated.load(Ordering::Acquire)
+    }
+
+    /// Holds this (nested) lifecycle's tasks in its queue until [`open_gate`](Self::open_gate).
+    pub(crate) fn close_gate(&self) {
+        self.gated.store(true, Ordering::Release);
+    }
+
+    /// Its service runs: hands the tasks queued so far to the spawner, if there is one (a
+    /// task queued in a race with this is driven by the `wait()` inside the service's run).
+    pub(crate) fn open_gate(&self) {
+        if !self.gated.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(spawn) = &self.spawner {
+            let mut key = None;
+            let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+            let tasks = self.queue.take(&mut key, &mut cx);
+            self.queue.cancel(&mut key);
+            for task in tasks {
+                spawn(Box::pin(task));
+            }
+        }
+    }
+
     /// The grace this lifecycle allows.
     pub(crate) fn grace(&self) -> std::time::Duration {
         lock(&self.core).machine.grace()
@@ -431,6 +464,12 @@ impl Shared {
                         held[id.0] = Some(Broadcast::new());
                     }
                     let _ = self.held.set(held);
+                    // A nested lifecycle whose service was never run: nothing of it ran.
+                    for (id, nested) in &core.nested {
+                        if core.machine.service_restarts(*id).0 == 0 {
+                            effects.unstarted.push(nested.clone());
+                        }
+                    }
                     // Admission closes before anything else of the stop is visible. Whether
                     // that drained it is the machine's question: the census that follows.
                     self.sessions.close();
@@ -477,8 +516,14 @@ impl Shared {
             if !child.machine.state().is_terminal() {
                 let now = nested.clock.now();
                 let mut child_effects = Effects::default();
-                end_now(&mut child.machine, now);
-                nested.settle(&mut child, now, &mut child_effects);
+                if core.machine.service_restarts(*id).0 == 0 {
+                    child.machine.cancel_unstarted(now);
+                    nested.settle(&mut child, now, &mut child_effects);
+                }
+                if !child.machine.state().is_terminal() {
+                    end_now(&mut child.machine, now);
+                    nested.settle(&mut child, now, &mut child_effects);
+                }
                 effects.nested.push((nested.clone(), child_effects));
             }
             if let Some(report) = child.machine.report() {
@@ -507,6 +552,9 @@ impl Shared {
                 signal.fire();
             }
             event::emit(hook, Event::Stopping { service: name });
+        }
+        for nested in effects.unstarted {
+            nested.apply(Machine::cancel_unstarted);
         }
         for (abort, nested) in effects.give_ups {
             quietly(|| abort.abort());

@@ -581,3 +581,84 @@ fn events_name_readiness_and_the_ordered_stop() {
         attempt: 1,
     };
 }
+
+#[test]
+fn a_nested_lifecycle_stopped_before_its_service_ran_ran_nothing_and_ends_cleanly() {
+    let h = Harness::with_grace(secs(30));
+    h.lc.service_with("db", ServiceOptions::new().declares_ready(), |stop| stop)
+        .unwrap();
+    let workers =
+        h.lc.nest("workers", after(&["db"]), Lifecycle::builder())
+            .unwrap();
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ran.clone();
+    workers
+        .service("worker 1", move |stop| async move {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            stop.await;
+        })
+        .unwrap();
+    // db never becomes ready: the stop comes first.
+    h.lc.stop("deploy");
+    assert_eq!(workers.cause(), Some(&StopCause::ParentStopping));
+    let report = futures::executor::block_on(h.lc.wait());
+    assert!(
+        !ran.load(std::sync::atomic::Ordering::SeqCst),
+        "nothing in it ran"
+    );
+    let nested = report.service("workers").unwrap().nested().unwrap();
+    assert_eq!(nested.state(), State::Terminated, "{report}");
+    assert!(!nested.forced());
+    assert_eq!(
+        nested.service("worker 1").unwrap().outcome(),
+        &ServiceOutcome::NotStarted
+    );
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+#[test]
+fn with_a_spawner_nothing_in_a_nested_lifecycle_runs_before_its_dependencies_are_ready() {
+    let spawned: Arc<Mutex<Vec<futures::future::BoxFuture<'static, ()>>>> = Arc::default();
+    let queue = spawned.clone();
+    let mut h = Harness::new(
+        Lifecycle::builder()
+            .grace(secs(30))
+            .spawner(move |task| queue.lock().unwrap().push(task)),
+    );
+    let gate = Arc::new(Mutex::new(None::<StopSignal>));
+    let keep = gate.clone();
+    h.lc.service_with("db", ServiceOptions::new().declares_ready(), move |stop| {
+        *keep.lock().unwrap() = Some(stop.clone());
+        stop
+    })
+    .unwrap();
+    let workers =
+        h.lc.nest("workers", after(&["db"]), Lifecycle::builder())
+            .unwrap();
+    workers.service("worker 1", |stop| stop).unwrap();
+    assert_eq!(spawned.lock().unwrap().len(), 1, "only db was spawned");
+    // db ready: the nested lifecycle's run is spawned; once it runs, so is its worker.
+    assert!(gate.lock().unwrap().as_ref().unwrap().ready());
+    assert_eq!(spawned.lock().unwrap().len(), 2);
+    let run = spawned.lock().unwrap().pop().unwrap();
+    let spawner = h.pool.spawner();
+    spawner.spawn_local(run).unwrap();
+    h.pool.run_until_stalled();
+    assert_eq!(
+        spawned.lock().unwrap().len(),
+        2,
+        "worker 1 spawned when workers ran"
+    );
+    for task in spawned.lock().unwrap().drain(..) {
+        spawner.spawn_local(task).unwrap();
+    }
+    let wait = h.wait();
+    h.lc.stop("deploy");
+    let report = h.pool.run_until(wait);
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let nested = report.service("workers").unwrap().nested().unwrap();
+    assert_eq!(
+        nested.service("worker 1").unwrap().outcome(),
+        &ServiceOutcome::Stopped
+    );
+}

@@ -545,26 +545,6 @@ fn the_intensity_is_bounded_and_its_message_reads_well() {
     );
 }
 
-/// `examples/supervisor.rs`: the flaky client trips the restart intensity; the output names
-/// it and the program exits 1, after the events and the report.
-#[test]
-fn the_supervisor_example_names_the_service_that_tripped_the_limit_and_exits_1() {
-    let (status, stdout, _stderr) = support::run_to_end("supervisor", &[]);
-    assert_eq!(status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains("restart intensity exceeded: 4 restarts within 10s, the last of service \"flaky-client\""),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("event: service \"cache\" started (run 2)"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("ok   cache"),
-        "the cache settled and stopped: {stdout}"
-    );
-    assert!(stdout.contains("FAIL flaky-client"), "{stdout}");
-}
 
 #[test]
 fn a_service_slow_to_stop_is_announced_at_half_the_grace_before_it_is_abandoned() {

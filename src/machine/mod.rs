@@ -1416,6 +1416,24 @@ impl Machine {
         }
     }
 
+    /// For a nested lifecycle whose own service never ran (its parent stopped first): stops
+    /// it with [`StopCause::ParentStopping`] and ends every service not ended yet as
+    /// [`ServiceOutcome::NotStarted`] — none was ever run, since the driver runs nothing of
+    /// a nested lifecycle before its service runs. Its sessions drain as usual.
+    pub fn cancel_unstarted(&mut self, now: Instant) {
+        self.stop(now, StopCause::ParentStopping);
+        if self.state() != State::Draining {
+            return;
+        }
+        for entry in &mut self.services {
+            if entry.ended.is_none() {
+                entry.starting = false;
+                entry.ended = Some((now, ServiceOutcome::NotStarted));
+            }
+        }
+        self.actions.push_back(Action::Census);
+    }
+
     /// Attaches the report of the lifecycle nested as service `id` to this machine's report,
     /// once it ended (a driver does this before it publishes the report). Ignored before
     /// the end.
