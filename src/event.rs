@@ -85,8 +85,9 @@ pub enum Event<'a> {
         /// Why.
         cause: &'a StopCause,
     },
-    /// Half the grace has gone and this service has not stopped: a warning before the
-    /// deadline abandons it (so an operator sees it while there is time).
+    /// Half of this service's stop budget has gone (half the grace, without dependencies)
+    /// and it has not stopped: a warning before it is abandoned (so an operator sees it
+    /// while there is time).
     SlowToStop {
         /// The service.
         service: &'a str,

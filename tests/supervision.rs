@@ -125,8 +125,8 @@ fn a_failing_service_is_restarted_after_each_backoff_then_trips_the_intensity() 
         "{text}"
     );
     assert!(
-        text.contains("restarted 3×, last: failed: connection refused"),
-        "{text}"
+        text.contains("failed: connection refused  (ran 7.000s; restarted 3×)"),
+        "the last failure is not repeated when it is the outcome: {text}"
     );
 }
 
@@ -544,7 +544,6 @@ fn the_intensity_is_bounded_and_its_message_reads_well() {
         "restart intensity exceeded: 2 restarts within 60s, the last of service \"db\""
     );
 }
-
 
 #[test]
 fn a_service_slow_to_stop_is_announced_at_half_the_grace_before_it_is_abandoned() {

@@ -907,6 +907,7 @@ impl Machine {
             // Waiting for its restart, or about to have it made: no run to stop.
             let between_runs = entry.backoff_until.take().is_some();
             if std::mem::take(&mut entry.waiting) {
+                entry.started = now;
                 entry.ended = Some((now, ServiceOutcome::NotStarted));
             } else if between_runs | std::mem::take(&mut entry.starting) {
                 entry.ended = Some((now, ended_between_runs(entry.last_outcome.clone())));
@@ -1174,6 +1175,10 @@ impl Machine {
         }
         let entry = &mut self.services[id.0];
         if std::mem::take(&mut entry.starting) {
+            if entry.attempts == 0 && !entry.after.is_empty() {
+                // It waited for its dependencies: it runs from now.
+                entry.started = now;
+            }
             entry.attempts = entry.attempts.saturating_add(1);
             entry.run_started = now;
             entry.ready = false;
@@ -1428,6 +1433,7 @@ impl Machine {
         for entry in &mut self.services {
             if entry.ended.is_none() {
                 entry.starting = false;
+                entry.started = now;
                 entry.ended = Some((now, ServiceOutcome::NotStarted));
             }
         }

@@ -207,7 +207,10 @@ impl fmt::Display for Report {
                     s.ran
                 )?;
                 match (&s.last_failure, s.restarts()) {
-                    (Some(last), n) if n > 0 => writeln!(f, "; restarted {n}×, last: {last})")?,
+                    (Some(last), n) if n > 0 && *last != s.outcome => {
+                        writeln!(f, "; restarted {n}×, last: {last})")?
+                    }
+                    (_, n) if n > 0 => writeln!(f, "; restarted {n}×)")?,
                     _ => writeln!(f, ")")?,
                 }
                 if let Some(nested) = &s.nested {
