@@ -118,7 +118,7 @@ struct Effects {
     /// drivers.
     rescheduled: bool,
     /// Services whose own stop signal fires now (their dependents are done).
-    releases: Vec<(ServiceId, String)>,
+    releases: Vec<(ServiceId, Option<String>)>,
     /// Runs given up on past their stop budget: cancel them (and end a nested lifecycle).
     give_ups: Vec<(AbortHandle, Option<Arc<Shared>>)>,
     /// A service declared itself ready (its name and run), for the event: before the
@@ -484,7 +484,9 @@ impl Shared {
                 Action::Restarting { .. } => effects.complaints.push(action),
                 Action::Start { service } => effects.starts.push(service),
                 Action::Release { service } => {
-                    let name = core.machine.service_name(service).to_owned();
+                    // The name only for someone listening for the event.
+                    let name = event::wanted(self.events.as_ref())
+                        .then(|| core.machine.service_name(service).to_owned());
                     effects.releases.push((service, name));
                 }
                 Action::GiveUp { service } => {
@@ -551,7 +553,9 @@ impl Shared {
             if let Some(signal) = self.held(*id) {
                 signal.fire();
             }
-            event::emit(hook, Event::Stopping { service: name });
+            if let Some(name) = name {
+                event::emit(hook, Event::Stopping { service: name });
+            }
         }
         for nested in effects.unstarted {
             nested.apply(Machine::cancel_unstarted);

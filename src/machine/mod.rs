@@ -466,6 +466,8 @@ struct ServiceEntry {
     after: Vec<ServiceId>,
     /// The services that start after it.
     dependents: Vec<ServiceId>,
+    /// How many of `dependents` have not ended: its stop signal waits for zero.
+    live_dependents: usize,
     /// The longest chain of dependencies below it (0: none): its default stop budget is the
     /// time left divided by `1 + depth`.
     depth: u32,
@@ -578,6 +580,10 @@ pub struct Machine {
     actions: VecDeque<Action>,
     /// A timer was set that may be earlier than the one a driver armed.
     rescheduled: bool,
+    /// Services not ended yet (kept so that "did the last one end?" is not a walk).
+    live: usize,
+    /// Service index by name: names are unique, and dependencies are looked up by name.
+    names: std::collections::HashMap<Cow<'static, str>, usize>,
 }
 
 impl Machine {
@@ -599,6 +605,8 @@ impl Machine {
             rng: Rng::new(0x5EED),
             actions: VecDeque::new(),
             rescheduled: false,
+            live: 0,
+            names: std::collections::HashMap::new(),
         }
     }
 
@@ -643,7 +651,7 @@ impl Machine {
 
     /// The number of services that have not exited yet.
     pub fn running_services(&self) -> usize {
-        self.services.iter().filter(|s| s.ended.is_none()).count()
+        self.live
     }
 
     /// The name a service was added with.
@@ -720,7 +728,7 @@ impl Machine {
             }
         }
         let name = name.into();
-        if self.services.iter().any(|s| s.name == name) {
+        if self.names.contains_key(&name) {
             return Err(ServiceError::DuplicateName(name));
         }
         options.validate()?;
@@ -729,7 +737,7 @@ impl Machine {
             if dependency == name {
                 return Err(ServiceError::DependencyCycle { service: name });
             }
-            let Some(index) = self.services.iter().position(|s| s.name == dependency) else {
+            let Some(&index) = self.names.get(dependency) else {
                 return Err(ServiceError::UnknownDependency {
                     service: name,
                     dependency: Cow::Owned(dependency.to_owned()),
@@ -754,8 +762,12 @@ impl Machine {
         }
         let id = ServiceId(self.services.len());
         for dependency in &after {
-            self.services[dependency.0].dependents.push(id);
+            let entry = &mut self.services[dependency.0];
+            entry.dependents.push(id);
+            entry.live_dependents += 1;
         }
+        self.names.insert(name.clone(), id.0);
+        self.live += 1;
         let waiting = after.iter().any(|d| !self.services[d.0].ever_ready);
         let ordered = !after.is_empty();
         let ready = !ordered && !options.is_declaring_ready();
@@ -772,6 +784,7 @@ impl Machine {
             ended: None,
             after,
             dependents: Vec::new(),
+            live_dependents: 0,
             depth,
             chain,
             waiting,
@@ -913,6 +926,7 @@ impl Machine {
                 entry.ended = Some((now, ended_between_runs(entry.last_outcome.clone())));
             }
         }
+        self.recount();
         // Dependents first: signalled now are the services no running service depends on;
         // the others when their dependents are done.
         for index in 0..self.services.len() {
@@ -927,15 +941,34 @@ impl Machine {
         true
     }
 
+    /// Service `id` just ended: one fewer live service, and one fewer live dependent for
+    /// each of its dependencies.
+    fn note_ended(&mut self, id: ServiceId) {
+        self.live -= 1;
+        for index in 0..self.services[id.0].after.len() {
+            let dependency = self.services[id.0].after[index];
+            self.services[dependency.0].live_dependents -= 1;
+        }
+    }
+
+    /// Counts the live services and each one's live dependents again, after a walk that
+    /// ended several.
+    fn recount(&mut self) {
+        self.live = self.services.iter().filter(|s| s.is_live()).count();
+        for index in 0..self.services.len() {
+            let live = self.services[index]
+                .dependents
+                .iter()
+                .filter(|d| self.services[d.0].is_live())
+                .count();
+            self.services[index].live_dependents = live;
+        }
+    }
+
     /// Whether a live service's stop signal may fire: every dependent has ended.
     fn releasable(&self, id: ServiceId) -> bool {
         let entry = &self.services[id.0];
-        entry.is_live()
-            && entry.released.is_none()
-            && entry
-                .dependents
-                .iter()
-                .all(|d| !self.services[d.0].is_live())
+        entry.is_live() && entry.released.is_none() && entry.live_dependents == 0
     }
 
     /// Fires a service's stop signal at `now` (with an [`Action::Release`] if `announce`):
@@ -1051,7 +1084,7 @@ impl Machine {
                 if census.is_empty() {
                     d.sessions_drained = true;
                 }
-                let running = self.services.iter().any(|s| s.ended.is_none());
+                let running = self.live > 0;
                 let due = d.deadline.is_some_and(|deadline| now >= deadline);
                 if d.sessions_drained && census.is_empty() && !running {
                     // Everything ended; `Abandoned` still if a service was given up on past
@@ -1111,6 +1144,8 @@ impl Machine {
         }
         let entry = &mut self.services[id.0];
         entry.ended = Some((now, outcome.clone()));
+        self.note_ended(id);
+        let entry = &self.services[id.0];
         if !outcome.is_clean() {
             self.actions.push_back(Action::Complain {
                 service: id,
@@ -1142,7 +1177,7 @@ impl Machine {
         self.release_dependencies(now, id);
         // The last service ended after the sessions drained: one last census for the report.
         if let Phase::Draining(d) = &self.phase {
-            if d.sessions_drained && self.services.iter().all(|s| !s.is_live()) {
+            if d.sessions_drained && self.live == 0 {
                 self.actions.push_back(Action::Census);
             }
         }
@@ -1215,9 +1250,10 @@ impl Machine {
         }
         entry.starting = false;
         entry.ended = Some((now, ended_between_runs(entry.last_outcome.clone())));
+        self.note_ended(id);
         self.release_dependencies(now, id);
         if let Phase::Draining(d) = &self.phase {
-            if d.sessions_drained && self.services.iter().all(|s| !s.is_live()) {
+            if d.sessions_drained && self.live == 0 {
                 self.actions.push_back(Action::Census);
             }
         }
@@ -1254,6 +1290,8 @@ impl Machine {
         if counted > self.intensity.max_restarts() {
             entry.ended = Some((now, outcome.clone()));
             entry.last_outcome = Some(outcome.clone());
+            self.note_ended(id);
+            let entry = &self.services[id.0];
             self.actions.push_back(Action::Complain {
                 service: id,
                 name: entry.name.clone(),
@@ -1378,9 +1416,11 @@ impl Machine {
         for &id in &spent {
             let entry = &mut self.services[id.0];
             entry.ended = Some((now, ServiceOutcome::Abandoned));
+            let name = entry.name.clone();
+            self.note_ended(id);
             self.actions.push_back(Action::Complain {
                 service: id,
-                name: entry.name.clone(),
+                name,
                 outcome: ServiceOutcome::Abandoned,
             });
             self.actions.push_back(Action::GiveUp { service: id });
@@ -1394,7 +1434,7 @@ impl Machine {
         for &id in &spent {
             self.release_dependencies(now, id);
         }
-        if self.services.iter().all(|s| !s.is_live()) {
+        if self.live == 0 {
             // The last service given up on: a census decides (the sessions may be drained).
             self.actions.push_back(Action::Census);
         }
@@ -1437,6 +1477,7 @@ impl Machine {
                 entry.ended = Some((now, ServiceOutcome::NotStarted));
             }
         }
+        self.recount();
         self.actions.push_back(Action::Census);
     }
 
@@ -1480,6 +1521,7 @@ impl Machine {
                 }
             }
         }
+        self.live = self.services.iter().filter(|s| s.is_live()).count();
         let services = self
             .services
             .iter()
