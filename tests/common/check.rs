@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use async_lifecycle::{Refused, Report, ServiceOutcome, State, StopCause};
+use async_lifecycle::{Report, ServiceOutcome, State, StopCause};
 
 use super::model::{self, Model};
-use super::op::{Config, Op, Schedule};
+use super::op::{self, Answer, Config, Op, Schedule};
 
 /// What a driver can see of its lifecycle after an operation.
 #[derive(Debug, Clone)]
@@ -18,6 +18,11 @@ pub(crate) struct Observation {
     /// Every refusal so far, after the end included (the live view's count).
     pub(crate) refused: u64,
     pub(crate) timer: Timer,
+    /// Services held at the stop whose own stop signal fired since, with when (as an offset
+    /// from creation), in the order seen.
+    pub(crate) releases: Vec<(String, Duration)>,
+    /// Per service: waiting for its dependencies, and its current run ready (the live view).
+    pub(crate) readiness: Vec<(bool, bool)>,
     /// The report, once the driver can see it.
     pub(crate) report: Option<Report>,
 }
@@ -40,8 +45,8 @@ pub(crate) trait Driver {
     /// A fresh lifecycle.
     fn new(config: Config) -> Self;
 
-    /// Applies one operation; returns what an `AddService` or `BeginSession` answered.
-    fn apply(&mut self, op: Op) -> Option<Result<(), Refused>>;
+    /// Applies one operation; returns what an add, a `BeginSession` or a `Ready` answered.
+    fn apply(&mut self, op: Op) -> Option<Answer>;
 
     /// What the lifecycle looks like now.
     fn observe(&self) -> Observation;
@@ -57,15 +62,29 @@ pub(crate) fn run<D: Driver>(schedule: &Schedule) -> Result<(), String> {
     let mut real = D::new(schedule.config);
     let mut prev = real.observe();
     compare::<D>(&model, &prev, None, None).map_err(|e| format!("at creation: {e}"))?;
-    let ops = schedule.ops.iter().chain(EPILOGUE.iter());
-    for (step, &op) in ops.enumerate() {
+    let mut step = |op: Op, model: &mut Model, prev: &mut Observation| {
         let expected = model.apply(op);
         let answered = real.apply(op);
         let now = real.observe();
-        let context = |e: String| format!("step {step} ({op:?}) at {:?}: {e}", model.now());
-        compare::<D>(&model, &now, expected, answered).map_err(context)?;
-        invariants(schedule.config, &prev, &now, op, answered).map_err(context)?;
-        prev = now;
+        let context = |e: String| format!("{op:?} at {:?}: {e}", model.now());
+        compare::<D>(model, &now, expected, answered.clone()).map_err(context)?;
+        invariants(schedule.config, prev, &now, op, answered).map_err(context)?;
+        *prev = now;
+        Ok::<(), String>(())
+    };
+    let mut steps = 0;
+    for &op in &schedule.ops {
+        // A schedule about to reach a known bug of the crate stops there: the epilogue
+        // follows.
+        if op::TOLERATE_KNOWN_BUGS && model.reaches_known_bug(op) {
+            break;
+        }
+        step(op, &mut model, &mut prev).map_err(|e| format!("step {steps} ({e})"))?;
+        steps += 1;
+    }
+    for op in EPILOGUE {
+        step(op, &mut model, &mut prev).map_err(|e| format!("step {steps} ({e})"))?;
+        steps += 1;
     }
     if prev.report.is_none() {
         return Err("no report after the epilogue (force, drive)".to_owned());
@@ -76,8 +95,8 @@ pub(crate) fn run<D: Driver>(schedule: &Schedule) -> Result<(), String> {
 fn compare<D: Driver>(
     model: &Model,
     real: &Observation,
-    expected: Option<Result<(), Refused>>,
-    answered: Option<Result<(), Refused>>,
+    expected: Option<Answer>,
+    answered: Option<Answer>,
 ) -> Result<(), String> {
     if expected != answered {
         return Err(format!("answered {answered:?}, model says {expected:?}"));
@@ -108,6 +127,33 @@ fn compare<D: Driver>(
             "{} refused so far, model says {}",
             real.refused,
             model.refused()
+        ));
+    }
+    // The order the held services' own signals fired in: by time (several may fire at one
+    // instant, in an order the executor decides). A release at the instant the service
+    // ended is left out: whether its last dependent's end or its own came first at one
+    // instant is the executor's order, and changes nothing else.
+    let sorted = |list: &[(String, Duration)]| {
+        let mut list: Vec<(String, Duration)> = list
+            .iter()
+            .filter(|(name, at)| model.ended_at(name) != Some(*at))
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        list
+    };
+    if sorted(&real.releases) != sorted(model.releases()) {
+        return Err(format!(
+            "released {:?}, model says {:?}",
+            real.releases,
+            model.releases()
+        ));
+    }
+    if real.readiness != model.readiness() {
+        return Err(format!(
+            "(waiting, ready) {:?}, model says {:?}",
+            real.readiness,
+            model.readiness()
         ));
     }
     let timer = match real.timer {
@@ -149,7 +195,7 @@ fn invariants(
     prev: &Observation,
     now: &Observation,
     op: Op,
-    answered: Option<Result<(), Refused>>,
+    answered: Option<Answer>,
 ) -> Result<(), String> {
     if prev.state.is_terminal() && (now.state != prev.state || now.cause != prev.cause) {
         return Err(format!(
@@ -166,7 +212,7 @@ fn invariants(
     if now.state != State::Running && now.cause.is_none() {
         return Err(format!("{:?} without a stop cause", now.state));
     }
-    if answered == Some(Ok(())) && prev.state != State::Running {
+    if answered.as_ref().is_some_and(Answer::admitted) && prev.state != State::Running {
         return Err(format!("{op:?} admitted while {:?}", prev.state));
     }
     if now.state == State::Terminated && now.live != 0 {
@@ -206,6 +252,11 @@ fn invariants(
         .services()
         .iter()
         .any(|s| *s.outcome() == ServiceOutcome::Abandoned);
+    if now.releases.len() < prev.releases.len()
+        || now.releases[..prev.releases.len()] != prev.releases
+    {
+        return Err("a release was forgotten".to_owned());
+    }
     match report.state() {
         State::Terminated if abandoned_service || sessions.abandoned_count() != 0 => {
             return Err("terminated with abandoned work".to_owned());
@@ -215,9 +266,10 @@ fn invariants(
                 .grace
                 .bound()
                 .is_some_and(|g| report.drained_in() >= g);
-            if !report.forced() && !reached {
+            // Before the deadline, only a service given up on past its budget abandons.
+            if !report.forced() && !reached && !abandoned_service {
                 return Err(format!(
-                    "abandoned after {:?}, before the deadline and unforced",
+                    "abandoned after {:?}, before the deadline, unforced, nothing given up on",
                     report.drained_in()
                 ));
             }

@@ -2,21 +2,29 @@
 //! semantics of `Op`. The driver decides nothing: it keeps the sessions itself (the shell's
 //! gate and registry), answers every `Action::Census` with a count of them, forwards the last
 //! session's end after admission closed, the first drive (the first `wait()` poll), service
-//! exits and the deadline — and the machine decides every transition.
+//! exits, readiness and the timer, makes the runs `Action::Start` asks for, fires each
+//! service's own stop signal (at `Action::Drain` unless `Machine::held` lists it, else at its
+//! `Action::Release`) — and the machine decides every transition.
 
 use std::time::{Duration, Instant};
 
 use async_lifecycle::machine::{Action, Exit, Machine, ServiceId, SessionCensus};
-use async_lifecycle::{NamedSession, PanickedSession, Refused, ServiceError, ServiceOptions};
+use async_lifecycle::{NamedSession, PanickedSession, Refused, ServiceOptions, State};
 
 use super::check::{Driver, Observation, Timer};
-use super::op::{self, Config, How, Op};
+use super::op::{self, Answer, Config, How, Op};
 
 #[derive(Debug)]
 struct Service {
     id: ServiceId,
+    name: String,
     honours_stop: bool,
-    exited: bool,
+    /// A run of it exists (made, not ended, not cancelled or given up on).
+    run: bool,
+    /// Its own stop signal fired.
+    signalled: bool,
+    /// Its run was polled by a drive (a run made outside one is polled at the next).
+    polled: bool,
 }
 
 /// The pure machine under test.
@@ -36,6 +44,12 @@ pub(crate) struct PureMachine {
     refused: u64,
     panicked: Vec<PanickedSession>,
     wait_polled: bool,
+    /// `Action::Release`s seen: the service's name, when.
+    releases: Vec<(String, Duration)>,
+    /// A command sent to a run, delivered at the next drive: which service, how it ends.
+    command: Option<(usize, Exit)>,
+    /// Inside a drive: runs made now are polled in it.
+    driving: bool,
 }
 
 impl Driver for PureMachine {
@@ -60,58 +74,46 @@ impl Driver for PureMachine {
             refused: 0,
             panicked: Vec::new(),
             wait_polled: false,
+            releases: Vec::new(),
+            command: None,
+            driving: false,
         }
     }
 
-    fn apply(&mut self, op: Op) -> Option<Result<(), Refused>> {
+    fn apply(&mut self, op: Op) -> Option<Answer> {
         match op {
-            Op::AddService { .. } | Op::AddRestartable { .. } => {
-                let (honours_stop, options) = match op {
-                    Op::AddRestartable {
-                        honours_stop,
-                        always,
-                    } => (
-                        honours_stop,
-                        ServiceOptions::new()
-                            .restart(op::restart_policy(always))
-                            .backoff(op::backoff()),
-                    ),
-                    Op::AddService { honours_stop } => (honours_stop, ServiceOptions::new()),
-                    _ => unreachable!(),
-                };
-                let name = op::service_name(self.service_attempts);
-                self.service_attempts += 1;
-                let added = self
-                    .machine
-                    .add_service_with(self.now, name, options)
-                    .map(|id| {
-                        self.services.push(Service {
-                            id,
-                            honours_stop,
-                            exited: false,
-                        });
-                    })
-                    .map_err(|e| match e {
-                        ServiceError::Refused(refused) => refused,
-                        other => panic!("services are named uniquely, yet: {other}"),
-                    });
-                return Some(added);
+            Op::AddService { .. } | Op::AddRestartable { .. } | Op::AddDependent { .. } => {
+                return Some(Answer::Service(self.add(op)));
+            }
+            Op::Ready { pick } => {
+                let mut ready = false;
+                if !self.services.is_empty() {
+                    let service = &self.services[usize::from(pick) % self.services.len()];
+                    // Only a run calls it: no run, no call.
+                    if service.run {
+                        ready = self.machine.service_ready(self.now, service.id);
+                        self.settle();
+                    }
+                }
+                return Some(Answer::Ready(ready));
             }
             Op::BeginSession { named } => {
                 let n = self.session_attempts;
                 self.session_attempts += 1;
                 if self.closed {
                     self.refused += 1;
-                    return Some(Err(if self.machine.state().is_terminal() {
-                        Refused::Ended
-                    } else {
-                        Refused::Draining
-                    }));
+                    return Some(Answer::Session(Err(
+                        if self.machine.state().is_terminal() {
+                            Refused::Ended
+                        } else {
+                            Refused::Draining
+                        },
+                    )));
                 }
                 self.admitted += 1;
                 self.live
                     .push((named.then(|| op::session_name(n)), self.now));
-                return Some(Ok(()));
+                return Some(Answer::Session(Ok(())));
             }
             Op::EndSession { pick } => self.end_session(pick, false),
             Op::PanicSession { pick } => self.end_session(pick, true),
@@ -123,7 +125,9 @@ impl Driver for PureMachine {
                         How::Err => Exit::Err(op::FAILURE.to_owned()),
                         How::Panic => Exit::Panic(op::PANIC.to_owned()),
                     };
-                    self.exit(index, exit);
+                    if self.services[index].run {
+                        self.command = Some((index, exit));
+                    }
                 }
                 self.drive();
             }
@@ -148,12 +152,86 @@ impl Driver for PureMachine {
             live: self.live.len(),
             refused: self.refused,
             timer: Timer::Deadline(self.machine.poll_timeout().map(|d| d - self.t0)),
+            releases: self.releases.clone(),
+            readiness: self
+                .services
+                .iter()
+                .map(|s| {
+                    let (waiting, ready) = self.machine.service_readiness(s.id);
+                    let (_, ended) = self.machine.service_status(s.id);
+                    let (_, backoff) = self.machine.service_restarts(s.id);
+                    // As the live view shows it: a run that ended, or waits for its
+                    // restart, is not ready.
+                    (waiting, ready && ended.is_none() && backoff.is_none())
+                })
+                .collect(),
             report: self.machine.report().cloned(),
         }
     }
 }
 
 impl PureMachine {
+    fn add(&mut self, op: Op) -> Result<(), async_lifecycle::ServiceError> {
+        let (honours_stop, options) = match op {
+            Op::AddService { honours_stop } => (honours_stop, ServiceOptions::new()),
+            Op::AddRestartable {
+                honours_stop,
+                always,
+            } => (
+                honours_stop,
+                ServiceOptions::new()
+                    .restart(op::restart_policy(always))
+                    .backoff(op::backoff()),
+            ),
+            Op::AddDependent {
+                on,
+                declares_ready,
+                start_timeout,
+                budget,
+                honours_stop,
+                restart,
+            } => {
+                let after = op::dependencies(on, self.services.len())
+                    .into_iter()
+                    .map(|index| self.services[index].name.clone());
+                let mut options = ServiceOptions::new().after(after);
+                if let Some(always) = restart {
+                    options = options
+                        .restart(op::restart_policy(always))
+                        .backoff(op::backoff());
+                }
+                if declares_ready {
+                    options = options.declares_ready();
+                }
+                if start_timeout {
+                    options = options.start_timeout(op::START_TIMEOUT);
+                }
+                if let Some(budget) = budget {
+                    options = options.stop_budget(op::stop_budget(budget));
+                }
+                (honours_stop, options)
+            }
+            _ => unreachable!("not an add"),
+        };
+        let name = op::service_name(self.service_attempts);
+        self.service_attempts += 1;
+        let ordered = options.dependencies().next().is_some();
+        let id = self
+            .machine
+            .add_service_with(self.now, name.clone(), options)?;
+        self.services.push(Service {
+            id,
+            name,
+            honours_stop,
+            // One with dependencies is started by an `Action::Start` (maybe at once).
+            run: !ordered,
+            signalled: false,
+            polled: false,
+        });
+        self.settle();
+        Ok(())
+    }
+
     fn end_session(&mut self, pick: u8, panicked: bool) {
         if self.live.is_empty() {
             return;
@@ -174,35 +252,83 @@ impl PureMachine {
 
     fn exit(&mut self, index: usize, exit: Exit) {
         let service = &mut self.services[index];
-        if service.exited {
+        // Only a run ends.
+        if !std::mem::replace(&mut service.run, false) {
             return;
         }
-        service.exited = true;
         self.machine.service_exited(self.now, service.id, exit);
         self.settle();
     }
 
-    /// What `wait()` does when it runs: the first poll is forwarded, then services are
-    /// driven, then the deadline.
+    /// What `wait()` does when it runs, as the shell's executor orders it: the first poll
+    /// is forwarded; then the runs are polled in the order they were woken — those whose own
+    /// stop signal fired (a run that honours it returns; a command comes first in a run),
+    /// then the run a command woke, then the runs made since the last drive in the order
+    /// made, then whatever their ends woke — then the timer; again until nothing is left.
     fn drive(&mut self) {
         if self.machine.report().is_some() {
+            self.command = None;
             return;
         }
         if !std::mem::replace(&mut self.wait_polled, true) {
             self.machine.handle_wait_started(self.now);
             self.settle();
         }
-        if self.machine.state() == async_lifecycle::State::Draining {
-            for index in 0..self.services.len() {
-                if self.services[index].honours_stop {
-                    self.exit(index, Exit::Ok);
+        self.driving = true;
+        let mut command = self.command.take();
+        for round in 0.. {
+            if round == 1000 {
+                panic!(
+                    "wait() would spin: poll_timeout stays due at {:?}",
+                    self.now - self.t0
+                );
+            }
+            let mut progress = false;
+            let signalled = |s: &Service| s.honours_stop && s.run && s.signalled;
+            let mut order: Vec<usize> = (0..self.services.len())
+                .filter(|&i| self.services[i].polled && signalled(&self.services[i]))
+                .collect();
+            if let Some((index, _)) = &command {
+                if self.services[*index].polled && !order.contains(index) {
+                    order.push(*index);
                 }
             }
+            order.extend((0..self.services.len()).filter(|&i| !self.services[i].polled));
+            loop {
+                for index in std::mem::take(&mut order) {
+                    let exit = match command.take() {
+                        Some((commanded, exit)) if commanded == index => exit,
+                        other => {
+                            command = other;
+                            if !signalled(&self.services[index]) {
+                                continue;
+                            }
+                            Exit::Ok
+                        }
+                    };
+                    self.exit(index, exit);
+                    progress = true;
+                }
+                for s in &mut self.services {
+                    s.polled = true;
+                }
+                order = (0..self.services.len())
+                    .filter(|&i| signalled(&self.services[i]))
+                    .collect();
+                if order.is_empty() || self.machine.report().is_some() {
+                    break;
+                }
+            }
+            if self.machine.poll_timeout().is_some_and(|d| self.now >= d) {
+                self.machine.handle_timeout(self.now);
+                self.settle();
+                progress = true;
+            }
+            if !progress || self.machine.report().is_some() {
+                break;
+            }
         }
-        if self.machine.poll_timeout().is_some_and(|d| self.now >= d) {
-            self.machine.handle_timeout(self.now);
-            self.settle();
-        }
+        self.driving = false;
     }
 
     fn census(&self) -> SessionCensus {
@@ -225,11 +351,31 @@ impl PureMachine {
     fn settle(&mut self) {
         while let Some(action) = self.machine.poll() {
             match action {
-                Action::Drain => self.closed = true,
-                // The next run of a restarted service: it takes commands again.
+                Action::Drain => {
+                    self.closed = true;
+                    // The stop fires every signal but those of the services still held.
+                    let held: Vec<ServiceId> = self.machine.held().collect();
+                    for s in &mut self.services {
+                        s.signalled = !held.contains(&s.id);
+                    }
+                }
+                Action::Release { service } => {
+                    let s = &mut self.services[service.index()];
+                    s.signalled = true;
+                    self.releases.push((s.name.clone(), self.now - self.t0));
+                }
+                // The run is cancelled: it will not return.
+                Action::GiveUp { service } => self.services[service.index()].run = false,
+                // A first run, or the next run of a restarted service: made at once.
                 Action::Start { service } => {
-                    self.machine.run_made(self.now, service);
-                    self.services[service.index()].exited = false;
+                    if self.machine.state() == State::Running {
+                        self.machine.run_made(self.now, service);
+                        let s = &mut self.services[service.index()];
+                        s.run = true;
+                        s.polled = self.driving;
+                    } else {
+                        self.machine.cancel_start(self.now, service);
+                    }
                 }
                 Action::Census => {
                     let census = self.census();

@@ -47,6 +47,31 @@ pub(crate) enum Op {
         /// `Restart::Always` (an early `Ok` restarts too), else `Restart::OnFailure`.
         always: bool,
     },
+    /// Adds service `svc{n}` with options (`lc.service_with`): it starts after the services
+    /// that `on` picks (see [`dependencies`]), may declare itself ready (see [`Op::Ready`]),
+    /// may have the start timeout [`START_TIMEOUT`] and a stop budget of its own (see
+    /// [`stop_budget`]), and may be restarted as [`Op::AddRestartable`] says. Waiting for its
+    /// dependencies, it has no run; once they were all ready once, its first run is made.
+    AddDependent {
+        /// Bit `i` (of the low three): it depends on the `i + 1`th latest service added.
+        on: u8,
+        /// Whether it declares itself ready (else ready as soon as its run is made).
+        declares_ready: bool,
+        /// Whether it has the start timeout [`START_TIMEOUT`].
+        start_timeout: bool,
+        /// Its own stop budget (see [`stop_budget`]), if any.
+        budget: Option<u8>,
+        /// Whether each run returns when its own stop signal fires.
+        honours_stop: bool,
+        /// `None`: never restarted; `Some(always)`: as [`Op::AddRestartable`].
+        restart: Option<bool>,
+    },
+    /// The current run of the service at index `pick` modulo the services added so far calls
+    /// `stop.ready()` (nothing if it has no run: waiting, between runs, or ended).
+    Ready {
+        /// Which service.
+        pick: u8,
+    },
     /// Begins a session: named `s{n}` (n counts the attempts), or unnamed.
     BeginSession {
         /// Whether the session is named.
@@ -159,6 +184,47 @@ pub(crate) fn stop_cause(cause: u8) -> async_lifecycle::StopCause {
     } else {
         async_lifecycle::StopCause::Requested(format!("request {cause}").into())
     }
+}
+
+/// Whether the checkers stop a schedule before an operation that reaches a known bug of the
+/// crate (see `Model::reaches_known_bug`), so the rest of the schedule is still checked
+/// elsewhere. Set it to `false` once the bug is fixed.
+pub(crate) const TOLERATE_KNOWN_BUGS: bool = true;
+
+/// What an operation answered, where it answers: a session's admission, a service's
+/// addition, or `stop.ready()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// `BeginSession`.
+    Session(Result<(), async_lifecycle::Refused>),
+    /// `AddService`, `AddRestartable` or `AddDependent`.
+    Service(Result<(), async_lifecycle::ServiceError>),
+    /// `Ready`: whether the call changed anything.
+    Ready(bool),
+}
+
+impl Answer {
+    /// Whether it admitted something (a session or a service).
+    pub(crate) fn admitted(&self) -> bool {
+        matches!(self, Answer::Session(Ok(())) | Answer::Service(Ok(())))
+    }
+}
+
+/// The indices (among the `added` services admitted so far) that `Op::AddDependent { on }`
+/// depends on, in the order `after` names them: bit `i` picks the `i + 1`th latest.
+pub(crate) fn dependencies(on: u8, added: usize) -> Vec<usize> {
+    (0..3)
+        .filter(|bit| on & (1 << bit) != 0 && *bit < added)
+        .map(|bit| added - 1 - bit)
+        .collect()
+}
+
+/// The start timeout of `Op::AddDependent { start_timeout: true, .. }`.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_millis(150);
+
+/// The stop budget of `Op::AddDependent { budget: Some(b), .. }`: 10 ms to 320 ms.
+pub(crate) fn stop_budget(b: u8) -> Duration {
+    Duration::from_millis(10 * (u64::from(b % 32) + 1))
 }
 
 /// The name of the `n`th service attempt.

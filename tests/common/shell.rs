@@ -11,14 +11,15 @@ use std::task::Poll;
 use std::time::Instant;
 
 use async_lifecycle::{
-    Clock, Lifecycle, ManualClock, Refused, Report, ServiceError, Session, Sleep,
+    Clock, Event, Lifecycle, ManualClock, Report, ServiceError, ServiceOptions, Session, Sleep,
+    StopSignal,
 };
 use futures::channel::oneshot;
 use futures::executor::LocalPool;
 use futures::task::LocalSpawnExt;
 
 use super::check::{Driver, Observation, Timer};
-use super::op::{self, Config, How, Op};
+use super::op::{self, Answer, Config, How, Op};
 
 /// How often one operation may read the clock or sleep on it before the checker calls it a
 /// busy loop. A real operation uses it a handful of times.
@@ -67,6 +68,13 @@ pub(crate) struct Shell {
     /// One per admitted service, in order: how to tell its current run to end (empty
     /// while no run waits for a command: ended, or waiting for a restart).
     commands: Vec<Arc<std::sync::Mutex<Option<oneshot::Sender<How>>>>>,
+    /// One per admitted service, in order: the stop signal its current run was handed (empty
+    /// while it has no run), for `Op::Ready`.
+    signals: Vec<Arc<std::sync::Mutex<Option<StopSignal>>>>,
+    /// The names of the admitted services, in order.
+    names: Vec<String>,
+    /// `Event::Stopping` (a held service's own stop signal fired): its name, when.
+    releases: Arc<std::sync::Mutex<Vec<(String, std::time::Duration)>>>,
     service_attempts: usize,
     session_attempts: usize,
     live: Vec<Session>,
@@ -84,7 +92,15 @@ impl Driver for Shell {
             clock: clock.clone(),
             uses: uses.clone(),
         };
+        let releases = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (log, at) = (releases.clone(), clock.clone());
         let lc = Lifecycle::builder()
+            .on_event(move |event| {
+                if let Event::Stopping { service } = event {
+                    let when = at.now() - t0;
+                    log.lock().unwrap().push(((*service).to_owned(), when));
+                }
+            })
             .restart_intensity(op::intensity())
             .grace(config.grace.duration())
             .clock(watched)
@@ -107,20 +123,32 @@ impl Driver for Shell {
             pool,
             report,
             commands: Vec::new(),
+            signals: Vec::new(),
+            names: Vec::new(),
+            releases,
             service_attempts: 0,
             session_attempts: 0,
             live: Vec::new(),
         }
     }
 
-    fn apply(&mut self, op: Op) -> Option<Result<(), Refused>> {
+    fn apply(&mut self, op: Op) -> Option<Answer> {
         self.uses.store(0, Ordering::Relaxed);
         match op {
-            Op::AddService { honours_stop } => return Some(self.add_service(honours_stop, None)),
-            Op::AddRestartable {
-                honours_stop,
-                always,
-            } => return Some(self.add_service(honours_stop, Some(always))),
+            Op::AddService { .. } | Op::AddRestartable { .. } | Op::AddDependent { .. } => {
+                return Some(Answer::Service(self.add_service(op)));
+            }
+            Op::Ready { pick } => {
+                let mut ready = false;
+                if !self.signals.is_empty() {
+                    let index = usize::from(pick) % self.signals.len();
+                    let signal = self.signals[index].lock().unwrap().clone();
+                    if let Some(signal) = signal {
+                        ready = signal.ready();
+                    }
+                }
+                return Some(Answer::Ready(ready));
+            }
             Op::BeginSession { named } => {
                 let n = self.session_attempts;
                 self.session_attempts += 1;
@@ -129,7 +157,7 @@ impl Driver for Shell {
                 } else {
                     self.lc.unnamed_session()
                 };
-                return Some(session.map(|s| self.live.push(s)));
+                return Some(Answer::Session(session.map(|s| self.live.push(s))));
             }
             Op::EndSession { pick } => {
                 if !self.live.is_empty() {
@@ -177,23 +205,88 @@ impl Driver for Shell {
             live: self.live.len(),
             refused: self.lc.snapshot().refused_sessions(),
             timer: Timer::Armed(self.clock.next_deadline().map(|d| d - self.t0)),
+            releases: self.releases.lock().unwrap().clone(),
+            readiness: self
+                .lc
+                .snapshot()
+                .services()
+                .iter()
+                .map(|s| (s.is_waiting(), s.is_ready()))
+                .collect(),
             report: self.report.borrow().clone(),
         }
     }
 }
 
+/// The signal slots would keep the lifecycle alive through the factories that fill them (a
+/// cycle): emptied when the shell goes, so a run of many schedules does not leak them.
+impl Drop for Shell {
+    fn drop(&mut self) {
+        for slot in &self.signals {
+            slot.lock().unwrap().take();
+        }
+    }
+}
+
 impl Shell {
-    fn add_service(&mut self, honours_stop: bool, restart: Option<bool>) -> Result<(), Refused> {
+    fn add_service(&mut self, op: Op) -> Result<(), ServiceError> {
+        let (honours_stop, options) = match op {
+            Op::AddService { honours_stop } => (honours_stop, None),
+            Op::AddRestartable {
+                honours_stop,
+                always,
+            } => (
+                honours_stop,
+                Some(
+                    ServiceOptions::new()
+                        .restart(op::restart_policy(always))
+                        .backoff(op::backoff()),
+                ),
+            ),
+            Op::AddDependent {
+                on,
+                declares_ready,
+                start_timeout,
+                budget,
+                honours_stop,
+                restart,
+            } => {
+                let after = op::dependencies(on, self.names.len())
+                    .into_iter()
+                    .map(|index| self.names[index].clone());
+                let mut options = ServiceOptions::new().after(after);
+                if let Some(always) = restart {
+                    options = options
+                        .restart(op::restart_policy(always))
+                        .backoff(op::backoff());
+                }
+                if declares_ready {
+                    options = options.declares_ready();
+                }
+                if start_timeout {
+                    options = options.start_timeout(op::START_TIMEOUT);
+                }
+                if let Some(budget) = budget {
+                    options = options.stop_budget(op::stop_budget(budget));
+                }
+                (honours_stop, Some(options))
+            }
+            _ => unreachable!("not an add"),
+        };
         let name = op::service_name(self.service_attempts);
         self.service_attempts += 1;
         let slot = Arc::new(std::sync::Mutex::new(None));
-        let commands = slot.clone();
-        // Each run makes its own command channel and leaves the sender in the slot.
-        let run = move |mut stop: async_lifecycle::StopSignal| {
+        let signal_slot = Arc::new(std::sync::Mutex::new(None));
+        let (commands, signals) = (slot.clone(), signal_slot.clone());
+        // Each run makes its own command channel and leaves the sender in the slot, and its
+        // stop signal in the other (taken back when the run returns).
+        let run = move |mut stop: StopSignal| {
             let (tx, mut rx) = oneshot::channel::<How>();
             *commands.lock().unwrap() = Some(tx);
+            *signals.lock().unwrap() = Some(stop.clone());
+            let signals = signals.clone();
             async move {
-                // The command first, then (for a service that honours it) the stop signal.
+                // The command first, then (for a service that honours it) its stop signal.
                 let command = futures::future::poll_fn(|cx| {
                     if let Poll::Ready(command) = Pin::new(&mut rx).poll(cx) {
                         return Poll::Ready(command.ok());
@@ -204,6 +297,7 @@ impl Shell {
                     Poll::Pending
                 })
                 .await;
+                signals.lock().unwrap().take();
                 match command {
                     None | Some(How::Ok) => Ok(()),
                     Some(How::Err) => Err(op::FAILURE),
@@ -211,20 +305,19 @@ impl Shell {
                 }
             }
         };
-        let added = match restart {
-            None => self.lc.service(name, run),
-            Some(always) => {
-                let options = async_lifecycle::ServiceOptions::new()
-                    .restart(op::restart_policy(always))
-                    .backoff(op::backoff());
-                self.lc.service_with(name, options, run)
-            }
-        };
-        added.map_err(|e| match e {
-            ServiceError::Refused(refused) => refused,
-            other => panic!("services are named uniquely, yet: {other}"),
-        })?;
+        // Before the add: a run made by it (or by a later readiness) fills the slots.
         self.commands.push(slot);
-        Ok(())
+        self.signals.push(signal_slot);
+        let added = match options {
+            None => self.lc.service(name.clone(), run),
+            Some(options) => self.lc.service_with(name.clone(), options, run),
+        };
+        if added.is_err() {
+            self.commands.pop();
+            self.signals.pop();
+        } else {
+            self.names.push(name);
+        }
+        added
     }
 }
