@@ -340,12 +340,11 @@ fn generated_schedules_reach_order_budgets_and_start_failures() {
     );
 }
 
-/// Known bug (see `Model::reaches_known_bug`): under `ReportOnly`, a service with a start
-/// timeout that ends before it was ever ready, with no dependent waiting, leaves its start
-/// timeout in the machine's timer: once the clock passes it, `wait()` spins. Run with
-/// `--ignored`; once fixed, set `op::TOLERATE_KNOWN_BUGS` to `false` and drop the `ignore`.
+/// A regression found by the model: under `ReportOnly`, a service with a start timeout that
+/// ended before it was ever ready, with no dependent waiting, left its start timeout in the
+/// machine's timer, and once the clock passed it `wait()` spun (both drivers' busy-loop
+/// guards panic then).
 #[test]
-#[ignore = "known bug: a stale start timeout makes wait() spin"]
 fn a_start_timeout_outlives_its_service() {
     let schedule = Schedule {
         config: Config {
@@ -383,11 +382,10 @@ fn a_start_timeout_outlives_its_service() {
     }
 }
 
-/// Known bug: with no deadline (an unbounded grace), a service's own stop budget is never
-/// timed — `poll_timeout` leaves budget ends out — so a stalled service is never given up on
-/// past it. Run with `--ignored`; once fixed, set `op::TOLERATE_KNOWN_BUGS` to `false`.
+/// A regression found by the model: with no deadline (an unbounded grace), a service's own
+/// stop budget was never timed — `poll_timeout` left budget ends out — so a stalled service
+/// was never given up on past it.
 #[test]
-#[ignore = "known bug: budget ends are untimed without a deadline"]
 fn a_budget_without_a_deadline_is_timed() {
     use std::time::{Duration, Instant};
     let t0 = Instant::now();

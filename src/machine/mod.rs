@@ -832,7 +832,14 @@ impl Machine {
     pub fn service_ready(&mut self, now: Instant, id: ServiceId) -> bool {
         let running = self.state() == State::Running;
         let entry = &mut self.services[id.0];
-        if !running || !entry.has_run() || entry.starting || entry.ready {
+        // Not between two runs either: a signal of the run that ended cannot make the next
+        // one ready.
+        if !running
+            || !entry.has_run()
+            || entry.starting
+            || entry.ready
+            || entry.backoff_until.is_some()
+        {
             return false;
         }
         entry.ready = true;
@@ -945,6 +952,7 @@ impl Machine {
     /// each of its dependencies.
     fn note_ended(&mut self, id: ServiceId) {
         self.live -= 1;
+        self.services[id.0].ready_by = None;
         for index in 0..self.services[id.0].after.len() {
             let dependency = self.services[id.0].after[index];
             self.services[dependency.0].live_dependents -= 1;
@@ -1333,7 +1341,8 @@ impl Machine {
             Phase::Running { .. } => self
                 .services
                 .iter()
-                .flat_map(|s| [s.backoff_until, s.ready_by])
+                .filter(|s| s.is_live())
+                .flat_map(|s| [s.backoff_until, s.ready_by.filter(|_| !s.ever_ready)])
                 .flatten()
                 .min(),
             Phase::Draining(d) => self
@@ -1343,7 +1352,9 @@ impl Machine {
                 .flat_map(|s| {
                     [
                         s.slow_at,
-                        s.budget_end.filter(|&end| Some(end) < d.deadline),
+                        // Before the deadline (at it, the deadline decides), or with none.
+                        s.budget_end
+                            .filter(|&end| d.deadline.is_none_or(|deadline| end < deadline)),
                     ]
                 })
                 .flatten()

@@ -194,10 +194,8 @@ impl Model {
                 for s in self.services.iter().filter(|s| s.live()) {
                     times.extend(s.slow_at);
                     if let Some(end) = s.budget_end {
-                        // Known bug: with no deadline, the machine times no budget end (a
-                        // service past its own budget is given up on only if it exits).
-                        let untimed = op::TOLERATE_KNOWN_BUGS && self.deadline.is_none();
-                        if !untimed && self.deadline.is_none_or(|d| end < d) {
+                        // At the deadline the deadline decides; with none, the budget does.
+                        if self.deadline.is_none_or(|d| end < d) {
                             times.push(end);
                         }
                     }
@@ -273,25 +271,6 @@ impl Model {
             _ => self.state != state,
         };
         answer
-    }
-
-    /// Whether `op` reaches a known bug of the crate, so a checker can stop before it:
-    ///
-    /// - Under `ReportOnly`, a service with a start timeout that ends for good before it was
-    ///   ever ready, with no dependent waiting (so nothing stops the lifecycle), keeps its
-    ///   start timeout in `Machine::poll_timeout`: once the clock passes it, `wait()` spins
-    ///   (the timer is due, `handle_timeout` does nothing, the timer stays due).
-    ///
-    /// (The other known bug, budget ends untimed without a deadline, the model copies while
-    /// `TOLERATE_KNOWN_BUGS` is set: see `deadline`.)
-    pub(crate) fn reaches_known_bug(&self, op: Op) -> bool {
-        let mut after = self.clone();
-        after.apply(op);
-        after.state == State::Running
-            && after
-                .services
-                .iter()
-                .any(|s| !s.live() && s.declares_ready && s.start_timeout && !s.ever_ready)
     }
 
     /// How many services wait for their dependencies.

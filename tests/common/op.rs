@@ -186,11 +186,6 @@ pub(crate) fn stop_cause(cause: u8) -> async_lifecycle::StopCause {
     }
 }
 
-/// Whether the checkers stop a schedule before an operation that reaches a known bug of the
-/// crate (see `Model::reaches_known_bug`), so the rest of the schedule is still checked
-/// elsewhere. Set it to `false` once the bug is fixed.
-pub(crate) const TOLERATE_KNOWN_BUGS: bool = true;
-
 /// What an operation answered, where it answers: a session's admission, a service's
 /// addition, or `stop.ready()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
