@@ -253,6 +253,12 @@ impl Lifecycle {
     /// If this lifecycle ends first (its deadline, a force), the nested one is ended with it
     /// and its report is still attached.
     ///
+    /// Nothing in it runs before its service does (after that service's dependencies are
+    /// ready): its services are driven by the `wait()` inside that service's run, or, with a
+    /// spawner, held in its queue until then. If this lifecycle stops first, the nested one
+    /// stops with its services [`NotStarted`](crate::ServiceOutcome::NotStarted). Its parent
+    /// drives it and holds its report: do not `wait()` on it elsewhere.
+    ///
     /// The nested lifecycle counts as ready as soon as it is added (order services inside
     /// it with their own dependencies). Its own event hook, failure policy and intensity
     /// come from `builder`; none is inherited.
