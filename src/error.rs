@@ -87,6 +87,14 @@ pub enum ServiceError {
         /// The name it depends on.
         dependency: std::borrow::Cow<'static, str>,
     },
+    /// A dependency that has already ended for good: it will never be ready (again), so
+    /// the service could never start, or would start without it.
+    DependencyEnded {
+        /// The service being added.
+        service: std::borrow::Cow<'static, str>,
+        /// The dependency that ended.
+        dependency: std::borrow::Cow<'static, str>,
+    },
     /// A service that depends on itself: the one cycle a dependency list can spell, since
     /// every other dependency must already be added.
     DependencyCycle {
@@ -133,6 +141,13 @@ impl fmt::Display for ServiceError {
                 f,
                 "service \"{service}\" depends on \"{dependency}\", which was not added (add \
                  dependencies first)"
+            ),
+            ServiceError::DependencyEnded {
+                service,
+                dependency,
+            } => write!(
+                f,
+                "service \"{service}\" depends on \"{dependency}\", which has already ended"
             ),
             ServiceError::DependencyCycle { service } => {
                 write!(f, "service \"{service}\" depends on itself")

@@ -91,7 +91,8 @@ pub enum Event<'a> {
     SlowToStop {
         /// The service.
         service: &'a str,
-        /// How long since the stop was requested.
+        /// How long since its own stop signal fired: the stop, for a service nothing running
+        /// depended on; its release, for the others.
         elapsed: Duration,
     },
     /// A service was still running when the lifecycle gave up on it (at the deadline, or

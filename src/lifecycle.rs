@@ -259,15 +259,16 @@ impl Lifecycle {
     /// stops with its services [`NotStarted`](crate::ServiceOutcome::NotStarted). Its parent
     /// drives it and holds its report: do not `wait()` on it elsewhere.
     ///
-    /// The nested lifecycle counts as ready as soon as it is added (order services inside
-    /// it with their own dependencies). Its own event hook, failure policy and intensity
+    /// The nested lifecycle is ready as soon as its run starts, after its dependencies (order
+    /// services inside it with their own dependencies). Its own event hook, failure policy and intensity
     /// come from `builder`; none is inherited.
     ///
     /// # Errors
     ///
     /// As [`service_with`](Lifecycle::service_with), and [`ServiceError::Config`] with
-    /// [`ConfigError::RestartNested`](crate::ConfigError::RestartNested) for a restart
-    /// policy other than [`Restart::Never`](crate::Restart::Never): a lifecycle runs once.
+    /// [`ConfigError::NotForNested`](crate::ConfigError::NotForNested) for a restart policy
+    /// other than [`Restart::Never`](crate::Restart::Never) (a lifecycle runs once) or for
+    /// [`declares_ready`](ServiceOptions::declares_ready) (it is ready when its run starts).
     ///
     /// # Examples
     ///
@@ -297,7 +298,16 @@ impl Lifecycle {
     ) -> Result<Lifecycle, ServiceError> {
         use futures_util::FutureExt;
         if options.restart_policy() != crate::Restart::Never {
-            return Err(crate::ConfigError::RestartNested.into());
+            return Err(crate::ConfigError::NotForNested {
+                option: "a restart policy",
+            }
+            .into());
+        }
+        if options.is_declaring_ready() {
+            return Err(crate::ConfigError::NotForNested {
+                option: "declares_ready",
+            }
+            .into());
         }
         let parent = self.shared();
         let mut builder = builder;
@@ -865,8 +875,16 @@ impl Future for Wait {
                 return Poll::Ready(shared.report().expect("finished implies a report"));
             }
             shared.wait_started();
-            this.services
-                .extend(shared.queue.take(&mut this.queue_key, cx));
+            // A nested lifecycle's tasks wait for its service's run (which opens the gate
+            // and wakes this `Wait`), whoever else waits on it.
+            if shared.gated() {
+                shared.queue.register(&mut this.queue_key, cx);
+            }
+            // Looked at again after registering: a gate opened in between is not missed.
+            if !shared.gated() {
+                this.services
+                    .extend(shared.queue.take(&mut this.queue_key, cx));
+            }
             while let Poll::Ready(Some(())) = this.services.poll_next_unpin(cx) {}
             if shared.finished.is_fired() {
                 continue;

@@ -254,7 +254,8 @@ impl Drop for Trigger {
 ///
 /// Every service is handed one; [`Session::stop_signal`](crate::Session::stop_signal) and
 /// [`Lifecycle::stop_signal`](crate::Lifecycle::stop_signal) give more. It is level-triggered:
-/// once the stop was requested, it is ready at every poll, so it can sit in a `select!` loop.
+/// once it fired, it is ready at every poll, so it can sit in a `select!` loop (a service's
+/// own signal also fires when the lifecycle ends, released or not).
 /// Cloning it is cheap; each clone waits on its own.
 ///
 /// The signal a service's run receives is also how that run declares itself ready

@@ -63,8 +63,11 @@ impl std::fmt::Debug for Core {
     }
 }
 
-/// Ends a machine at `now`: by its deadline's census if the deadline has come, else forced.
+/// Ends a nested lifecycle's machine at `now` for its parent: stopped, then by its
+/// deadline's census if the deadline has come, else forced.
 fn end_now(m: &mut Machine, now: Instant) {
+    // Its cause is its parent's stop, not a force, whichever way it ends.
+    m.stop(now, StopCause::ParentStopping);
     if m.census_needs_names(now) {
         m.handle_timeout(now);
     } else {
@@ -237,9 +240,10 @@ impl Shared {
         let mut effects = Effects::default();
         let ready = {
             let mut core = lock(&self.core);
-            let ready = core.machine.service_restarts(id).0 == attempt
-                && core.machine.service_ready(now, id);
-            if ready && event::wanted(self.events.as_ref()) {
+            let ready = core.machine.run_ready(now, id, attempt);
+            // Declared from inside its factory: the event comes when the run is made.
+            let made = core.machine.service_restarts(id).0 == attempt;
+            if ready && made && event::wanted(self.events.as_ref()) {
                 effects.ready = Some((core.machine.service_name(id).to_owned(), attempt));
             }
             self.settle(&mut core, now, &mut effects);
@@ -304,7 +308,10 @@ impl Shared {
             // Counted as an attempt under the same lock that saw it may run.
             let made = match made {
                 Ok(body) if core.machine.state() == State::Running => {
-                    core.machine.run_made(now, id);
+                    if core.machine.run_made(now, id) && event::wanted(self.events.as_ref()) {
+                        let name = core.machine.service_name(id).to_owned();
+                        effects.ready = Some((name, attempt));
+                    }
                     Made::Run(body)
                 }
                 Ok(body) => Made::Late(body),
@@ -357,7 +364,12 @@ impl Shared {
         if !self.gated.swap(false, Ordering::AcqRel) {
             return;
         }
-        if let Some(spawn) = &self.spawner {
+        let Some(spawn) = &self.spawner else {
+            // The `wait()`s hold off while the gate is closed: they may take the tasks now.
+            self.queue.wake_drivers();
+            return;
+        };
+        {
             let mut key = None;
             let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
             let tasks = self.queue.take(&mut key, &mut cx);
@@ -365,6 +377,51 @@ impl Shared {
             for task in tasks {
                 spawn(Box::pin(task));
             }
+        }
+    }
+
+    /// Starts the runs of `ids`, and of whatever their readiness starts, as a work list on
+    /// this thread: a run made ready at once starts its dependents, whose runs start theirs;
+    /// done by recursion, a long chain would overflow the stack.
+    fn start_runs(self: &Arc<Self>, ids: Vec<ServiceId>) {
+        type Pending = std::collections::VecDeque<(Arc<Shared>, ServiceId)>;
+        thread_local! {
+            static PENDING: std::cell::RefCell<Option<Pending>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        if ids.is_empty() {
+            return;
+        }
+        let outermost = PENDING.with(|pending| {
+            let mut pending = pending.borrow_mut();
+            let outermost = pending.is_none();
+            pending
+                .get_or_insert_with(Pending::new)
+                .extend(ids.into_iter().map(|id| (self.clone(), id)));
+            outermost
+        });
+        if !outermost {
+            // The loop below, further up this thread's stack, starts them.
+            return;
+        }
+        /// Clears the work list however the loop ends (a panic from a spawner included).
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                PENDING.with(|pending| pending.borrow_mut().take());
+            }
+        }
+        let _reset = Reset;
+        loop {
+            let next = PENDING.with(|pending| {
+                let mut pending = pending.borrow_mut();
+                let list = pending.as_mut()?;
+                list.pop_front()
+            });
+            let Some((shared, id)) = next else {
+                break;
+            };
+            shared.start_run(id);
         }
     }
 
@@ -465,8 +522,8 @@ impl Shared {
                     }
                     let _ = self.held.set(held);
                     // A nested lifecycle whose service was never run: nothing of it ran.
-                    for (id, nested) in &core.nested {
-                        if core.machine.service_restarts(*id).0 == 0 {
+                    for (_, nested) in &core.nested {
+                        if nested.gated() {
                             effects.unstarted.push(nested.clone());
                         }
                     }
@@ -518,7 +575,7 @@ impl Shared {
             if !child.machine.state().is_terminal() {
                 let now = nested.clock.now();
                 let mut child_effects = Effects::default();
-                if core.machine.service_restarts(*id).0 == 0 {
+                if nested.gated() {
                     child.machine.cancel_unstarted(now);
                     nested.settle(&mut child, now, &mut child_effects);
                 }
@@ -548,14 +605,6 @@ impl Shared {
         }
         if effects.fire_stop {
             self.stop.fire();
-        }
-        for (id, name) in &effects.releases {
-            if let Some(signal) = self.held(*id) {
-                signal.fire();
-            }
-            if let Some(name) = name {
-                event::emit(hook, Event::Stopping { service: name });
-            }
         }
         for nested in effects.unstarted {
             nested.apply(Machine::cancel_unstarted);
@@ -634,9 +683,16 @@ impl Shared {
                 event::emit(hook, Event::StopRequested { cause });
             }
         }
-        for id in effects.starts {
-            self.start_run(id);
+        // After the exits and give-ups that released them.
+        for (id, name) in &effects.releases {
+            if let Some(signal) = self.held(*id) {
+                signal.fire();
+            }
+            if let Some(name) = name {
+                event::emit(hook, Event::Stopping { service: name });
+            }
         }
+        self.start_runs(effects.starts);
         if effects.rescheduled {
             // A `Wait` arms its timer for the earliest due restart: wake it to look again.
             self.queue.wake_drivers();
@@ -647,6 +703,13 @@ impl Shared {
         complain::sessions(report.sessions());
         for abort in effects.aborts {
             quietly(|| abort.abort());
+        }
+        // A service still held at the end (forced, the deadline) was never released: its
+        // signal fires now, so no clone of it waits forever.
+        if let Some(held) = self.held.get() {
+            for signal in held.iter().flatten() {
+                signal.fire();
+            }
         }
         self.finished.fire();
         // After `finished`: a hook that blocks cannot keep a waiter from its report.

@@ -357,8 +357,8 @@ fn a_stalled_dependent_is_given_up_at_its_budget_and_its_dependency_still_stops(
 }
 
 #[test]
-fn without_budgets_the_time_left_is_shared_along_the_chain() {
-    let mut h = Harness::with_grace(secs(30));
+fn without_budgets_each_service_gets_half_the_time_left_while_its_dependencies_run() {
+    let mut h = Harness::with_grace(secs(32));
     h.add("a", ServiceOptions::new(), false, true);
     h.add("b", after(&["a"]), false, true);
     h.add("c", after(&["b"]), false, true);
@@ -366,18 +366,18 @@ fn without_budgets_the_time_left_is_shared_along_the_chain() {
     h.lc.stop("deploy");
     h.pool.run_until_stalled();
     assert_eq!(h.log().last().unwrap(), "stop c");
-    // c: 30 s / 3 = 10 s.
-    h.advance(Duration::from_millis(9_999));
+    // c: half the 32 s, while b runs.
+    h.advance(Duration::from_millis(15_999));
     assert_eq!(h.log().last().unwrap(), "stop c");
     h.advance(Duration::from_millis(1));
     assert_eq!(h.log().last().unwrap(), "stop b");
-    // b: the 20 s left / 2 = 10 s; then a: the last 10 s.
-    h.advance(secs(10));
+    // b: half the 16 s left; then a, which depends on nothing: the last 8 s.
+    h.advance(secs(8));
     assert_eq!(h.log().last().unwrap(), "stop a");
-    h.advance(secs(10));
+    h.advance(secs(8));
     let report = h.pool.run_until(wait);
     assert_eq!(report.state(), State::Abandoned);
-    assert_eq!(report.drained_in(), secs(30));
+    assert_eq!(report.drained_in(), secs(32));
     for name in ["a", "b", "c"] {
         assert_eq!(
             report.service(name).unwrap().outcome(),
@@ -385,6 +385,34 @@ fn without_budgets_the_time_left_is_shared_along_the_chain() {
             "{name} is named: {report}"
         );
     }
+}
+
+#[test]
+fn a_deep_chain_of_quick_services_stops_cleanly_and_starts_without_recursion() {
+    // 5,000 deep: the starts its root's readiness sets off are a loop, not a recursion (a
+    // test thread's stack held about 400 before), and halving budgets leave the top
+    // services most of the grace.
+    let lc = Lifecycle::builder().grace(secs(30)).build();
+    let root = Arc::new(Mutex::new(None::<StopSignal>));
+    let keep = root.clone();
+    lc.service_with("s0", ServiceOptions::new().declares_ready(), move |stop| {
+        *keep.lock().unwrap() = Some(stop.clone());
+        stop
+    })
+    .unwrap();
+    for i in 1..5_000 {
+        lc.service_with(format!("s{i}"), after_owned(format!("s{}", i - 1)), |s| s)
+            .unwrap();
+    }
+    assert!(root.lock().unwrap().as_ref().unwrap().ready());
+    assert!(lc.snapshot().services().iter().all(|s| !s.is_waiting()));
+    lc.stop("deploy");
+    let report = futures::executor::block_on(lc.wait());
+    assert_eq!(report.exit_code(), 0, "{}", report.state());
+}
+
+fn after_owned(name: String) -> ServiceOptions {
+    ServiceOptions::new().after([name])
 }
 
 #[test]
@@ -554,7 +582,20 @@ fn a_nested_lifecycle_cannot_be_restarted() {
             Lifecycle::builder(),
         )
         .unwrap_err();
-    assert_eq!(err, ServiceError::Config(ConfigError::RestartNested));
+    assert_eq!(
+        err,
+        ServiceError::Config(ConfigError::NotForNested {
+            option: "a restart policy"
+        })
+    );
+    let err = lc
+        .nest(
+            "workers",
+            ServiceOptions::new().declares_ready(),
+            Lifecycle::builder(),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("declares_ready"), "{err}");
     assert!(lc.snapshot().services().is_empty());
     lc.stop("done");
 }
@@ -661,4 +702,152 @@ fn with_a_spawner_nothing_in_a_nested_lifecycle_runs_before_its_dependencies_are
         nested.service("worker 1").unwrap().outcome(),
         &ServiceOutcome::Stopped
     );
+}
+
+// Regressions from the hostile review.
+
+#[test]
+fn a_held_services_signal_fires_when_the_lifecycle_gives_up() {
+    for end in ["force", "deadline", "zero grace"] {
+        let grace = if end == "zero grace" {
+            Duration::ZERO
+        } else {
+            secs(30)
+        };
+        let mut h = Harness::with_grace(grace);
+        let kept: Arc<Mutex<Option<StopSignal>>> = Arc::default();
+        let keep = kept.clone();
+        h.lc.service_with("db", ServiceOptions::new(), move |stop: StopSignal| {
+            *keep.lock().unwrap() = Some(stop.clone());
+            stop
+        })
+        .unwrap();
+        h.add("api", after(&["db"]), false, true); // stalls: db stays held
+        let wait = h.wait();
+        h.lc.stop("deploy");
+        h.pool.run_until_stalled();
+        match end {
+            "force" => h.lc.force(),
+            "deadline" => h.advance(secs(30)),
+            _ => {}
+        }
+        let report = h.pool.run_until(wait);
+        let signal = kept.lock().unwrap().take().unwrap();
+        assert!(signal.is_stopped(), "{end}: {report}");
+        futures::executor::block_on(signal); // resolves: no clone waits forever
+    }
+}
+
+#[test]
+fn a_nested_lifecycle_two_levels_below_a_parent_that_never_ran_ends_clean() {
+    let lc = Lifecycle::builder().grace(secs(30)).build();
+    lc.service_with("db", ServiceOptions::new().declares_ready(), |stop| stop)
+        .unwrap(); // never ready
+    let l1 = lc.nest("l1", after(&["db"]), Lifecycle::builder()).unwrap();
+    let l2 = l1
+        .nest("l2", ServiceOptions::new(), Lifecycle::builder())
+        .unwrap();
+    l2.service("w", |stop| stop).unwrap();
+    lc.stop("deploy");
+    let report = futures::executor::block_on(lc.wait());
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let l2_report = report.service("l1").unwrap().nested().unwrap();
+    let l2_report = l2_report.service("l2").unwrap().nested().unwrap();
+    assert_eq!(
+        l2_report.service("w").unwrap().outcome(),
+        &ServiceOutcome::NotStarted
+    );
+}
+
+#[test]
+fn waiting_on_a_nested_lifecycle_yourself_does_not_run_it_early() {
+    let mut h = Harness::with_grace(secs(30));
+    h.lc.service_with("db", ServiceOptions::new().declares_ready(), |s| s)
+        .unwrap(); // never ready
+    let n =
+        h.lc.nest("n", after(&["db"]), Lifecycle::builder())
+            .unwrap();
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ran.clone();
+    n.service("w", move |stop| async move {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        stop.await;
+    })
+    .unwrap();
+    let nested_wait = h.pool.spawner().spawn_local_with_handle(n.wait()).unwrap();
+    let wait = h.wait();
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    h.lc.stop("end");
+    let report = h.pool.run_until(wait);
+    let _ = h.pool.run_until(nested_wait);
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "{report}");
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+#[test]
+fn a_dependency_that_already_ended_is_refused() {
+    let mut h = Harness::new(
+        Lifecycle::builder()
+            .grace(secs(30))
+            .on_service_failure(FailurePolicy::ReportOnly),
+    );
+    h.lc.service_with("db", ServiceOptions::new().declares_ready(), |_s| async {
+        Err::<(), _>("no db")
+    })
+    .unwrap();
+    let wait = h.wait();
+    let err = h.lc.service_with("api", after(&["db"]), |s| s).unwrap_err();
+    assert_eq!(
+        err,
+        ServiceError::DependencyEnded {
+            service: "api".into(),
+            dependency: "db".into()
+        }
+    );
+    assert!(err.to_string().contains("already ended"), "{err}");
+    h.lc.stop("end");
+    let _ = h.pool.run_until(wait);
+}
+
+#[test]
+fn ready_declared_inside_the_factory_counts_once_the_run_is_made() {
+    let mut h = Harness::with_grace(secs(30));
+    let answer = Arc::new(Mutex::new(None));
+    let keep = answer.clone();
+    h.lc.service_with(
+        "db",
+        ServiceOptions::new()
+            .declares_ready()
+            .start_timeout(secs(5)),
+        move |stop: StopSignal| {
+            *keep.lock().unwrap() = Some(stop.ready());
+            stop
+        },
+    )
+    .unwrap();
+    h.add("api", after(&["db"]), false, false);
+    let wait = h.wait();
+    assert_eq!(*answer.lock().unwrap(), Some(true));
+    assert_eq!(h.log(), ["start api"], "api started once db's run was made");
+    h.advance(secs(6)); // no start timeout: db was ready
+    assert_eq!(h.lc.state(), State::Running);
+    h.lc.stop("end");
+    let report = h.pool.run_until(wait);
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let events = h.events();
+    let pos = |what: &str| events.iter().position(|e| e.starts_with(what)).unwrap();
+    assert!(pos("service \"db\" started") < pos("service \"db\" ready"));
+}
+
+#[test]
+fn a_nested_lifecycle_ended_with_its_parent_says_its_parent_stopped_it() {
+    let h = Harness::with_grace(Duration::ZERO);
+    let n =
+        h.lc.nest("n", ServiceOptions::new(), Lifecycle::builder())
+            .unwrap();
+    n.service("w", |s| s).unwrap();
+    h.lc.stop("deploy");
+    let report = futures::executor::block_on(h.lc.wait());
+    let nested = report.service("n").unwrap().nested().unwrap();
+    assert_eq!(nested.cause(), Some(&StopCause::ParentStopping), "{report}");
 }

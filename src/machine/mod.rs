@@ -55,8 +55,9 @@
 //!
 //! A service's stop budget starts when its stop signal fires (at the stop, or at its
 //! `Release`): the smaller of its own [`ServiceOptions::stop_budget`] and the time left to
-//! the deadline, or without one, the time left divided by one plus the length of its longest
-//! chain of dependencies — so the budgets of a chain never stack past the grace. With no
+//! the deadline; without one, half the time left while a service it depends on still runs
+//! (which keeps the other half), else all of it — so the budgets of a chain never stack
+//! past the grace, and quick services down a long chain keep most of it. With no
 //! dependencies anywhere every service is signalled at the stop with the whole grace as its
 //! budget: the flat lifecycle.
 //!
@@ -365,7 +366,7 @@ pub enum Action {
         service: ServiceId,
         /// Its name.
         name: Cow<'static, str>,
-        /// How long since the stop was requested.
+        /// How long since its own stop signal fired (the stop, or its release).
         elapsed: Duration,
     },
     /// This service's dependents have all ended (or spent their stop budgets): fire its
@@ -468,13 +469,12 @@ struct ServiceEntry {
     dependents: Vec<ServiceId>,
     /// How many of `dependents` have not ended: its stop signal waits for zero.
     live_dependents: usize,
-    /// The longest chain of dependencies below it (0: none): its default stop budget is the
-    /// time left divided by `1 + depth`.
-    depth: u32,
     /// Its explicit stop budgets plus the longest such sum along its dependencies.
     chain: Duration,
     /// Its first run waits for its dependencies to be ready.
     waiting: bool,
+    /// The run being made declared itself ready from inside its factory.
+    ready_early: bool,
     /// Its current run is ready.
     ready: bool,
     /// A run of it was ready once: its dependents may start.
@@ -509,7 +509,7 @@ fn ended_between_runs(last: Option<ServiceOutcome>) -> ServiceOutcome {
         Some(ServiceOutcome::EndedEarly) => ServiceOutcome::Stopped,
         Some(outcome) => outcome,
         // Its first run was never made: stopped before it started.
-        None => ServiceOutcome::Stopped,
+        None => ServiceOutcome::NotStarted,
     }
 }
 
@@ -743,12 +743,17 @@ impl Machine {
                     dependency: Cow::Owned(dependency.to_owned()),
                 });
             };
+            if !self.services[index].is_live() {
+                return Err(ServiceError::DependencyEnded {
+                    service: name,
+                    dependency: self.services[index].name.clone(),
+                });
+            }
             if !after.contains(&ServiceId(index)) {
                 after.push(ServiceId(index));
             }
         }
         let below = after.iter().map(|d| &self.services[d.0]);
-        let depth = below.clone().map(|d| d.depth + 1).max().unwrap_or(0);
         let chain = options
             .stop_budget_limit()
             .unwrap_or_default()
@@ -785,9 +790,9 @@ impl Machine {
             after,
             dependents: Vec::new(),
             live_dependents: 0,
-            depth,
             chain,
             waiting,
+            ready_early: false,
             ready,
             ever_ready: ready,
             ready_by: None,
@@ -989,11 +994,18 @@ impl Machine {
         let left = d
             .deadline
             .map(|deadline| deadline.saturating_duration_since(now));
+        let below = self.services[id.0]
+            .after
+            .iter()
+            .any(|a| self.services[a.0].is_live());
         let entry = &mut self.services[id.0];
         let budget = match (entry.options.stop_budget_limit(), left) {
             (Some(own), Some(left)) => Some(own.min(left)),
             (Some(own), None) => Some(own),
-            (None, Some(left)) => Some(left / entry.depth.saturating_add(1)),
+            // Without its own: half of it while a service it depends on still runs (which
+            // keeps the other half: down a chain, budgets halve), else all of it.
+            (None, Some(left)) if below => Some(left / 2),
+            (None, Some(left)) => Some(left),
             (None, None) => None,
         };
         entry.released = Some(now);
@@ -1139,6 +1151,9 @@ impl Machine {
                 return;
             }
         }
+        // Returning `Ok` after the stop was requested is a clean stop, even for a service
+        // whose own signal had not fired yet (its dependents still running): which of two
+        // exits at one instant an executor polls first must not change an outcome.
         let outcome = match (exit, state) {
             (Exit::Ok, State::Running) => ServiceOutcome::EndedEarly,
             (Exit::Ok, _) => ServiceOutcome::Stopped,
@@ -1212,11 +1227,14 @@ impl Machine {
 
     /// The driver made the run an [`Action::Start`] asked for, at `now`: it counts as an
     /// attempt from now on. Ignored unless a start is pending (so also after the end).
-    pub fn run_made(&mut self, now: Instant, id: ServiceId) {
+    /// Returns whether the run is ready because it declared so while it was being made
+    /// ([`run_ready`](Self::run_ready) from inside its factory).
+    pub fn run_made(&mut self, now: Instant, id: ServiceId) -> bool {
         if self.state().is_terminal() {
-            return;
+            return false;
         }
         let entry = &mut self.services[id.0];
+        let early = std::mem::take(&mut entry.ready_early);
         if std::mem::take(&mut entry.starting) {
             if entry.attempts == 0 && !entry.after.is_empty() {
                 // It waited for its dependencies: it runs from now.
@@ -1225,10 +1243,26 @@ impl Machine {
             entry.attempts = entry.attempts.saturating_add(1);
             entry.run_started = now;
             entry.ready = false;
-            if !entry.options.is_declaring_ready() {
+            if early || !entry.options.is_declaring_ready() {
                 self.service_ready(now, id);
             }
+            return early;
         }
+        false
+    }
+
+    /// Run `attempt` of service `id` (1 for the first) declared itself ready at `now`: as
+    /// [`service_ready`](Self::service_ready) for the current run, and also for the run being
+    /// made (its factory declared it ready before returning: it is ready once
+    /// [`run_made`](Self::run_made)). A stale attempt changes nothing. Returns whether this
+    /// call changed anything.
+    pub fn run_ready(&mut self, now: Instant, id: ServiceId, attempt: u32) -> bool {
+        let running = self.state() == State::Running;
+        let entry = &mut self.services[id.0];
+        if entry.starting && attempt == entry.attempts.saturating_add(1) {
+            return running && !std::mem::replace(&mut entry.ready_early, running);
+        }
+        entry.attempts == attempt && self.service_ready(now, id)
     }
 
     /// Making the run an [`Action::Start`] asked for failed at `now` (its factory
@@ -1238,7 +1272,11 @@ impl Machine {
             return;
         }
         let entry = &mut self.services[id.0];
+        entry.ready_early = false;
         if std::mem::take(&mut entry.starting) {
+            if entry.attempts == 0 && !entry.after.is_empty() {
+                entry.started = now;
+            }
             entry.attempts = entry.attempts.saturating_add(1);
             entry.run_started = now;
             entry.ready = false;

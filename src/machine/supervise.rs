@@ -327,11 +327,13 @@ impl ServiceOptions {
     /// How long this service may take to stop once its stop signal fired: its budget is
     /// the smaller of this and the time left to the lifecycle's deadline; past it the
     /// service is abandoned (named in the report) and the services it depends on are
-    /// signalled. Without one, a service gets the time left divided evenly along its longest
-    /// chain of dependencies (a service with none gets all of it), so budgets never stack
-    /// past the grace and one stalled service never keeps the others from their stop.
+    /// signalled. Without one, a service gets half the time left while a service it depends
+    /// on still runs (the other half is theirs: down a chain, budgets halve), else all of it,
+    /// so budgets never stack past the grace and one stalled service never keeps the others
+    /// from their stop.
     /// Checked when the service is added: zero, or more than [`Backoff::LIMIT`], is a
-    /// [`ConfigError`], and so is a chain of budgets longer than the grace.
+    /// [`ConfigError`], and a chain of budgets longer than the grace is
+    /// [`ServiceError::BudgetsExceedGrace`](crate::ServiceError::BudgetsExceedGrace).
     pub fn stop_budget(self, budget: Duration) -> Self {
         ServiceOptions {
             stop_budget: Some(budget),
@@ -430,8 +432,12 @@ pub enum ConfigError {
         /// The duration given.
         value: Duration,
     },
-    /// A nested lifecycle with a restart policy: a lifecycle runs once.
-    RestartNested,
+    /// An option a nested lifecycle cannot honour (`option` says which): a restart policy
+    /// (a lifecycle runs once), or `declares_ready` (its run is ready when it starts).
+    NotForNested {
+        /// The option.
+        option: &'static str,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -459,8 +465,10 @@ impl fmt::Display for ConfigError {
                 "a {what} of {value:?} is longer than the limit of {:?}",
                 Backoff::LIMIT
             ),
-            ConfigError::RestartNested => f.write_str(
-                "a nested lifecycle cannot be restarted: it runs once (use Restart::Never)",
+            ConfigError::NotForNested { option } => write!(
+                f,
+                "a nested lifecycle cannot take {option}: it runs once, and is ready when it \
+                 starts"
             ),
             ConfigError::IntensityTooLarge { max_restarts } => write!(
                 f,

@@ -95,6 +95,19 @@ impl<T> Queue<T> {
         items
     }
 
+    /// Registers (or refreshes, under `key`) the caller's waker for the next push or wake,
+    /// taking nothing.
+    pub(crate) fn register(&self, key: &mut Key, cx: &mut Context<'_>) {
+        let mut inner = lock(&self.inner);
+        let replaced = if inner.closed {
+            None
+        } else {
+            inner.drivers.register(key, (), cx.waker())
+        };
+        drop(inner);
+        drop(replaced);
+    }
+
     /// Removes the waker registered under `key`, if it is still registered.
     pub(crate) fn cancel(&self, key: &mut Key) {
         if key.is_some() {

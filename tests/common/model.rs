@@ -367,16 +367,6 @@ impl Model {
         own.unwrap_or_default() + below
     }
 
-    /// The number of services on the longest chain of dependencies below a service.
-    fn depth(&self, index: usize) -> u32 {
-        self.services[index]
-            .deps
-            .iter()
-            .map(|&d| 1 + self.depth(d))
-            .max()
-            .unwrap_or(0)
-    }
-
     fn add_service(&mut self, spec: Spec) -> Result<(), async_lifecycle::ServiceError> {
         let n = self.service_attempts;
         self.service_attempts += 1;
@@ -384,6 +374,13 @@ impl Model {
             return Err(async_lifecycle::ServiceError::Refused(self.refusal()));
         }
         let name = op::service_name(n);
+        // A dependency that ended will never be ready again.
+        if let Some(&ended) = spec.deps.iter().find(|&&d| !self.services[d].live()) {
+            return Err(async_lifecycle::ServiceError::DependencyEnded {
+                service: name.into(),
+                dependency: self.services[ended].name.clone().into(),
+            });
+        }
         let chain = self.budget_chain(spec.budget, &spec.deps);
         let grace = self.config.grace.duration();
         if chain > grace {
@@ -635,13 +632,21 @@ impl Model {
             .collect()
     }
 
-    /// Fires a service's own stop signal now: its budget is its own, or the time left shared
-    /// evenly along its longest chain of dependencies (itself and those below it), never
-    /// past the deadline; the slow-to-stop warning comes at half of it.
+    /// Fires a service's own stop signal now: its budget is its own, or half the time left
+    /// while one of its dependencies still runs, else all of it; never past the deadline.
+    /// The slow-to-stop warning comes at half of it.
     fn signal(&mut self, index: usize) {
         let now = self.now;
         let left = self.deadline.map(|d| d.saturating_sub(now));
-        let shares = u128::from(1 + self.depth(index));
+        let shares: u128 = if self.services[index]
+            .deps
+            .iter()
+            .any(|&d| self.services[d].live())
+        {
+            2
+        } else {
+            1
+        };
         let budget = match (self.services[index].budget, left) {
             (Some(own), Some(left)) => Some(own.min(left)),
             (Some(own), None) => Some(own),
