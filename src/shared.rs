@@ -27,7 +27,7 @@ use crate::ServiceError;
 use crate::clock::Clock;
 use crate::complain::{self, quietly};
 use crate::event::{self, Event, Hook};
-use crate::loom::{AtomicBool, Mutex, Ordering, lock};
+use crate::loom::{AtomicBool, AtomicU64, Mutex, Ordering, lock};
 use crate::machine::{Action, Exit, Machine, Report, ServiceId, State, StopCause};
 use crate::machine::{ServiceOptions, ServiceOutcome};
 use crate::service::{ServiceTask, StopSignal, Task, panic_text};
@@ -63,6 +63,11 @@ impl std::fmt::Debug for Core {
     }
 }
 
+/// The states of [`Shared::gate`].
+const OPEN: u64 = 0;
+const CLOSED: u64 = 1;
+const CANCELLED: u64 = 2;
+
 /// Ends a nested lifecycle's machine at `now` for its parent: stopped, then by its
 /// deadline's census if the deadline has come, else forced.
 fn end_now(m: &mut Machine, now: Instant) {
@@ -79,8 +84,10 @@ pub(crate) struct Shared {
     pub(crate) sessions: Sessions,
     /// Whether the first `Wait` poll was forwarded to the machine (it asks once).
     wait_seen: AtomicBool,
-    /// A nested lifecycle whose service has not run yet: its tasks are queued, not spawned.
-    gated: AtomicBool,
+    /// A nested lifecycle's gate: [`OPEN`] (any other lifecycle, or its service's run has
+    /// started), [`CLOSED`] (its tasks are queued, not spawned, and no `wait()` takes them),
+    /// or [`CANCELLED`] (its parent stopped before its run started: nothing of it ever runs).
+    gate: AtomicU64,
     /// The first stop cause, set once under `core` before `stop` fires: read without a lock.
     cause: OnceLock<StopCause>,
     /// Fires when the stop is requested (draining starts).
@@ -146,7 +153,7 @@ impl Shared {
         Shared {
             sessions: Sessions::new(),
             wait_seen: AtomicBool::new(false),
-            gated: AtomicBool::new(false),
+            gate: AtomicU64::new(OPEN),
             cause: OnceLock::new(),
             stop: Broadcast::new(),
             held: OnceLock::new(),
@@ -347,21 +354,40 @@ impl Shared {
         }
     }
 
-    /// Whether tasks are held in the queue rather than spawned (a nested lifecycle whose
-    /// service has not run yet).
+    /// Whether tasks are held in the queue rather than spawned or driven (a nested lifecycle
+    /// whose service has not run yet, or never will).
     pub(crate) fn gated(&self) -> bool {
-        self.gated.load(Ordering::Acquire)
+        self.gate.load(Ordering::Acquire) != OPEN
     }
 
     /// Holds this (nested) lifecycle's tasks in its queue until [`open_gate`](Self::open_gate).
     pub(crate) fn close_gate(&self) {
-        self.gated.store(true, Ordering::Release);
+        self.gate.store(CLOSED, Ordering::Release);
+    }
+
+    /// For its parent's stop: if this (nested) lifecycle's service never started its run,
+    /// its gate stays shut for good and `true` is returned (again at later calls) — nothing
+    /// of it ever ran, nor will. One atomic step, so a run starting at that moment either opened the gate first
+    /// (then `false`) or finds it cancelled and runs nothing.
+    pub(crate) fn cancel_gate(&self) -> bool {
+        match self
+            .gate
+            .compare_exchange(CLOSED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) | Err(CANCELLED) => true,
+            Err(_) => false,
+        }
     }
 
     /// Its service runs: hands the tasks queued so far to the spawner, if there is one (a
     /// task queued in a race with this is driven by the `wait()` inside the service's run).
+    /// Nothing if the gate was cancelled.
     pub(crate) fn open_gate(&self) {
-        if !self.gated.swap(false, Ordering::AcqRel) {
+        if self
+            .gate
+            .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
             return;
         }
         let Some(spawn) = &self.spawner else {
@@ -523,7 +549,7 @@ impl Shared {
                     let _ = self.held.set(held);
                     // A nested lifecycle whose service was never run: nothing of it ran.
                     for (_, nested) in &core.nested {
-                        if nested.gated() {
+                        if nested.cancel_gate() {
                             effects.unstarted.push(nested.clone());
                         }
                     }
@@ -575,7 +601,7 @@ impl Shared {
             if !child.machine.state().is_terminal() {
                 let now = nested.clock.now();
                 let mut child_effects = Effects::default();
-                if nested.gated() {
+                if nested.cancel_gate() {
                     child.machine.cancel_unstarted(now);
                     nested.settle(&mut child, now, &mut child_effects);
                 }

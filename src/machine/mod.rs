@@ -297,7 +297,8 @@ pub enum ServiceOutcome {
     /// stop was forced, or past its own stop budget.
     Abandoned,
     /// It was never started: the stop came while it waited for its dependencies to be
-    /// ready. Clean: nothing it would have done was lost.
+    /// ready, or (in a nested lifecycle) before its lifecycle's own service ran. Clean:
+    /// nothing it would have done was lost.
     NotStarted,
 }
 
@@ -318,9 +319,7 @@ impl fmt::Display for ServiceOutcome {
             ServiceOutcome::Panicked(payload) => write!(f, "panicked: {payload}"),
             ServiceOutcome::Dropped => f.write_str("dropped before it finished"),
             ServiceOutcome::Abandoned => f.write_str("abandoned"),
-            ServiceOutcome::NotStarted => {
-                f.write_str("not started (stopped while waiting for its dependencies)")
-            }
+            ServiceOutcome::NotStarted => f.write_str("not started (the stop came first)"),
         }
     }
 }
@@ -1523,6 +1522,8 @@ impl Machine {
             if entry.ended.is_none() {
                 entry.starting = false;
                 entry.started = now;
+                // Its run (if made) was never polled: no attempt.
+                entry.attempts = 0;
                 entry.ended = Some((now, ServiceOutcome::NotStarted));
             }
         }

@@ -216,7 +216,7 @@ fn compare(
 ) -> Result<(), String> {
     let mut m = Model::new(CONFIG);
     for (step, &Call(op, answered)) in calls.iter().enumerate() {
-        let expected = m.apply(op).map(|answer| answer.is_ok());
+        let expected = m.apply(op).map(|answer| answer.admitted());
         if expected != answered {
             return Err(format!(
                 "step {step} ({op:?}): model answers admitted={expected:?}, real {answered:?}"
