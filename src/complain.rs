@@ -58,10 +58,10 @@ pub(crate) fn restarting(
 pub(crate) fn slow_to_stop(name: &str, elapsed: std::time::Duration) {
     quietly(|| {
         #[cfg(feature = "tracing")]
-        tracing::warn!(target: "async_lifecycle", service = name, elapsed = ?elapsed, "service slow to stop: half the grace is gone");
+        tracing::warn!(target: "async_lifecycle", service = name, elapsed = ?elapsed, "service slow to stop: half its stop budget is gone");
         #[cfg(not(feature = "tracing"))]
         stderr_line!(
-            "async-lifecycle: service \"{name}\" still running {elapsed:?} after the stop (half the grace)"
+            "async-lifecycle: service \"{name}\" still running {elapsed:?} after its stop signal (half its stop budget)"
         );
     });
 }
