@@ -69,6 +69,29 @@ impl Snapshot {
         self.state
     }
 
+    /// Whether the lifecycle is ready to serve: running (not stopping: not ready the instant
+    /// a stop is requested), and every service started and ready — none waiting for its
+    /// dependencies, none declaring readiness that has not declared it yet, none waiting for
+    /// a restart, none ended. For a readiness probe (Kubernetes) or `READY=1` (systemd).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_lifecycle::{Lifecycle, ServiceOptions};
+    ///
+    /// let lc = Lifecycle::new();
+    /// lc.service("worker", |stop| stop)?;
+    /// assert!(lc.snapshot().is_ready());
+    /// lc.service_with("db", ServiceOptions::new().declares_ready(), |stop| stop)?;
+    /// assert!(!lc.snapshot().is_ready(), "db has not said it is ready");
+    /// lc.stop("deploy");
+    /// assert!(!lc.snapshot().is_ready());
+    /// # Ok::<(), async_lifecycle::ServiceError>(())
+    /// ```
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Running && self.services.iter().all(ServiceSnapshot::is_ready)
+    }
+
     /// Whether the stop was requested (draining, or ended): what a readiness probe reports
     /// as not ready.
     pub fn is_stopped(&self) -> bool {
