@@ -132,6 +132,19 @@ impl Gate {
         }
     }
 
+    /// Admits a child of a live session, closed gate or not: its parent is live, so `live`
+    /// is at least 1 and the drain cannot have been reported — nor can it be until the
+    /// parent and this child have both ended. One `fetch_add`.
+    #[inline]
+    fn enter_child(&self) {
+        // Relaxed: as `enter`.
+        let prev = self.word.fetch_add(LIVE_ONE | ADMIT_ONE, Ordering::Relaxed);
+        debug_assert!(prev & LIVE_MASK != 0, "a child of no live session");
+        if prev >> ADMIT_SHIFT == ADMIT_FIELD_MAX {
+            self.count_wrap();
+        }
+    }
+
     /// Ends one admitted session. Returns whether the gate is now drained (closed, no live
     /// session): the caller must then report it.
     #[inline]
@@ -207,6 +220,19 @@ impl Gate {
 struct Entry {
     name: Cow<'static, str>,
     began: Instant,
+    /// The name of the named session it was begun under, as it was then.
+    under: Option<Cow<'static, str>>,
+}
+
+impl Entry {
+    /// The session as a census or a snapshot shows it at `now`.
+    fn to_named(&self, now: Instant) -> NamedSession {
+        let named = NamedSession::new(self.name.clone(), now.saturating_duration_since(self.began));
+        match &self.under {
+            Some(parent) => named.with_parent(parent.clone()),
+            None => named,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -259,7 +285,38 @@ impl Sessions {
         let mut registry = lock(&self.registry);
         // Under the registry lock: a census sees the entry and the count together.
         self.gate.enter()?;
-        Ok(registry.named.insert(Entry { name, began }))
+        Ok(registry.named.insert(Entry {
+            name,
+            began,
+            under: None,
+        }))
+    }
+
+    /// Admits a named child of the live session `parent` (its registry key, or [`UNNAMED`]),
+    /// even after admission closed, returning its registry key.
+    pub(crate) fn begin_named_child(
+        &self,
+        name: Cow<'static, str>,
+        began: Instant,
+        parent: usize,
+    ) -> usize {
+        let mut registry = lock(&self.registry);
+        let under = registry.named.get(parent).map(|entry| entry.name.clone());
+        // Under the registry lock: a census sees the entry and the count together.
+        self.gate.enter_child();
+        registry.named.insert(Entry { name, began, under })
+    }
+
+    /// Admits an unnamed child of a live session, even after admission closed.
+    #[inline]
+    pub(crate) fn begin_unnamed_child(&self) {
+        self.gate.enter_child();
+    }
+
+    /// Counts a child refused because the lifecycle ended.
+    #[cold]
+    pub(crate) fn refuse_child(&self) {
+        self.gate.refuse();
     }
 
     /// Ends an unnamed session normally. Returns whether that drained the gate.
@@ -327,9 +384,7 @@ impl Sessions {
             registry
                 .named
                 .iter()
-                .map(|(_, s)| {
-                    NamedSession::new(s.name.clone(), now.saturating_duration_since(s.began))
-                })
+                .map(|(_, s)| s.to_named(now))
                 .collect()
         };
         SessionCensus {
@@ -361,10 +416,7 @@ impl Sessions {
             admitted,
             refused: self.gate.refused(),
             panicked: registry.panicked_count,
-            oldest: kept
-                .into_iter()
-                .map(|s| NamedSession::new(s.name.clone(), now.saturating_duration_since(s.began)))
-                .collect(),
+            oldest: kept.into_iter().map(|s| s.to_named(now)).collect(),
         }
     }
 
@@ -443,6 +495,68 @@ impl Session {
     pub(crate) fn named(shared: Arc<Shared>, key: usize) -> Self {
         debug_assert!(key < ENDED);
         Session { shared, key }
+    }
+
+    /// Begins a named session under this one: a request under its connection, a step
+    /// under its job. It is admitted while this session is live even when the lifecycle is
+    /// draining — the connection's work is not over until its requests are — and refused
+    /// only once the lifecycle has ended ([`Refused::Ended`]). It counts as a session of its
+    /// own (the drain waits for it) and the report and the live view name it with its
+    /// parent ([`NamedSession::parent`]).
+    ///
+    /// A child may outlive its parent: it stays a live session until it ends, the drain
+    /// waits for it as for any other, and it keeps its parent's name as it was when it
+    /// began (the parent of an unnamed session has none).
+    ///
+    /// # Errors
+    ///
+    /// [`Refused::Ended`] once the lifecycle has ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_lifecycle::Lifecycle;
+    ///
+    /// let lc = Lifecycle::new();
+    /// let conn = lc.session("conn 10.0.0.7:5123")?;
+    /// lc.stop("deploy");
+    /// assert!(lc.session("conn 10.0.0.8:4000").is_err(), "no new connection");
+    /// // The request its connection had already delivered is still served.
+    /// let request = conn.child("GET /")?;
+    /// assert_eq!(lc.snapshot().oldest_sessions()[1].parent(), Some("conn 10.0.0.7:5123"));
+    /// drop(request);
+    /// drop(conn);
+    /// let report = futures::executor::block_on(lc.wait());
+    /// assert_eq!(report.sessions().completed(), 2);
+    /// # Ok::<(), async_lifecycle::Refused>(())
+    /// ```
+    pub fn child(&self, name: impl Into<Cow<'static, str>>) -> Result<Session, Refused> {
+        if self.shared.finished.is_fired() {
+            self.shared.sessions.refuse_child();
+            return Err(Refused::Ended);
+        }
+        let began = self.shared.clock.now();
+        let parent = if self.key < ENDED { self.key } else { UNNAMED };
+        let key = self
+            .shared
+            .sessions
+            .begin_named_child(name.into(), began, parent);
+        Ok(Session::named(self.shared.clone(), key))
+    }
+
+    /// Begins an unnamed session under this one: counted, not named; see
+    /// [`child`](Session::child).
+    ///
+    /// # Errors
+    ///
+    /// [`Refused::Ended`] once the lifecycle has ended.
+    pub fn unnamed_child(&self) -> Result<Session, Refused> {
+        if self.shared.finished.is_fired() {
+            self.shared.sessions.refuse_child();
+            return Err(Refused::Ended);
+        }
+        self.shared.sessions.begin_unnamed_child();
+        Ok(Session::unnamed(self.shared.clone()))
     }
 
     /// A future that resolves once the lifecycle's stop was requested (see [`StopSignal`]).

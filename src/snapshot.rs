@@ -159,7 +159,11 @@ impl fmt::Display for Snapshot {
             self.panicked
         )?;
         for s in &self.oldest {
-            write!(f, "; {} ({:.3?})", shown(s.name()), s.age())?;
+            write!(f, "; {} ({:.3?}", shown(s.name()), s.age())?;
+            match s.parent() {
+                Some(parent) => write!(f, ", under {})", shown(parent))?,
+                None => f.write_str(")")?,
+            }
         }
         for s in &self.services {
             match &s.outcome {

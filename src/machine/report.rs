@@ -246,7 +246,16 @@ impl fmt::Display for Report {
             )?;
         }
         for s in &n.abandoned {
-            writeln!(f, "  ABANDONED {}  (age {:.3?})", shown(&s.name), s.age)?;
+            match &s.parent {
+                Some(parent) => writeln!(
+                    f,
+                    "  ABANDONED {}  (age {:.3?}, under {})",
+                    shown(&s.name),
+                    s.age,
+                    shown(parent)
+                )?,
+                None => writeln!(f, "  ABANDONED {}  (age {:.3?})", shown(&s.name), s.age)?,
+            }
         }
         if n.abandoned_unnamed > 0 {
             writeln!(f, "  ABANDONED {} unnamed session(s)", n.abandoned_unnamed)?;
@@ -410,6 +419,7 @@ impl SessionReport {
 pub struct NamedSession {
     name: Cow<'static, str>,
     age: Duration,
+    parent: Option<Cow<'static, str>>,
 }
 
 impl NamedSession {
@@ -418,7 +428,22 @@ impl NamedSession {
         NamedSession {
             name: name.into(),
             age,
+            parent: None,
         }
+    }
+
+    /// The same session, begun under the named session `parent`
+    /// ([`Session::child`](crate::Session::child)).
+    pub fn with_parent(self, parent: impl Into<Cow<'static, str>>) -> Self {
+        NamedSession {
+            parent: Some(parent.into()),
+            ..self
+        }
+    }
+
+    /// The name of the session it was begun under, if that one was named.
+    pub fn parent(&self) -> Option<&str> {
+        self.parent.as_deref()
     }
 
     /// The name the session was started with.
