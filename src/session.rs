@@ -242,6 +242,10 @@ struct Registry {
     panicked: Vec<PanickedSession>,
     /// Every session that ended by a panic.
     panicked_count: u64,
+    /// A census that may abandon the sessions (at or past the deadline: the lifecycle ends
+    /// on it) was taken: children are refused from then on, so none is admitted after the
+    /// count the report is written from.
+    sealed: bool,
 }
 
 /// The lifecycle's sessions: the gate and the registry.
@@ -294,29 +298,33 @@ impl Sessions {
 
     /// Admits a named child of the live session `parent` (its registry key, or [`UNNAMED`]),
     /// even after admission closed, returning its registry key.
+    /// Refused (`Err`) once the final census was taken.
     pub(crate) fn begin_named_child(
         &self,
         name: Cow<'static, str>,
         began: Instant,
         parent: usize,
-    ) -> usize {
+    ) -> Result<usize, Closed> {
         let mut registry = lock(&self.registry);
+        if registry.sealed {
+            return Err(self.gate.refuse());
+        }
         let under = registry.named.get(parent).map(|entry| entry.name.clone());
         // Under the registry lock: a census sees the entry and the count together.
         self.gate.enter_child();
-        registry.named.insert(Entry { name, began, under })
+        Ok(registry.named.insert(Entry { name, began, under }))
     }
 
-    /// Admits an unnamed child of a live session, even after admission closed.
-    #[inline]
-    pub(crate) fn begin_unnamed_child(&self) {
+    /// Admits an unnamed child of a live session, even after admission closed; refused
+    /// (`Err`) once the final census was taken. Under the registry lock, for that.
+    pub(crate) fn begin_unnamed_child(&self) -> Result<(), Closed> {
+        let registry = lock(&self.registry);
+        if registry.sealed {
+            return Err(self.gate.refuse());
+        }
         self.gate.enter_child();
-    }
-
-    /// Counts a child refused because the lifecycle ended.
-    #[cold]
-    pub(crate) fn refuse_child(&self) {
-        self.gate.refuse();
+        drop(registry);
+        Ok(())
     }
 
     /// Ends an unnamed session normally. Returns whether that drained the gate.
@@ -376,7 +384,9 @@ impl Sessions {
     /// others would walk every live session at each stop for nothing). Takes `registry`
     /// (under `core`: the allowed order).
     pub(crate) fn census(&self, now: Instant, names: bool) -> SessionCensus {
-        let registry = lock(&self.registry);
+        let mut registry = lock(&self.registry);
+        // Named only for the census the lifecycle ends on: no child after it.
+        registry.sealed |= names;
         let (live, admitted) = self.gate.live_and_admitted();
         let named: Vec<NamedSession> = if !names {
             Vec::new()
@@ -531,17 +541,16 @@ impl Session {
     /// # Ok::<(), async_lifecycle::Refused>(())
     /// ```
     pub fn child(&self, name: impl Into<Cow<'static, str>>) -> Result<Session, Refused> {
-        if self.shared.finished.is_fired() {
-            self.shared.sessions.refuse_child();
-            return Err(Refused::Ended);
-        }
         let began = self.shared.clock.now();
         let parent = if self.key < ENDED { self.key } else { UNNAMED };
-        let key = self
+        match self
             .shared
             .sessions
-            .begin_named_child(name.into(), began, parent);
-        Ok(Session::named(self.shared.clone(), key))
+            .begin_named_child(name.into(), began, parent)
+        {
+            Ok(key) => Ok(Session::named(self.shared.clone(), key)),
+            Err(_sealed) => Err(Refused::Ended),
+        }
     }
 
     /// Begins an unnamed session under this one: counted, not named; see
@@ -551,12 +560,10 @@ impl Session {
     ///
     /// [`Refused::Ended`] once the lifecycle has ended.
     pub fn unnamed_child(&self) -> Result<Session, Refused> {
-        if self.shared.finished.is_fired() {
-            self.shared.sessions.refuse_child();
-            return Err(Refused::Ended);
+        match self.shared.sessions.begin_unnamed_child() {
+            Ok(()) => Ok(Session::unnamed(self.shared.clone())),
+            Err(_sealed) => Err(Refused::Ended),
         }
-        self.shared.sessions.begin_unnamed_child();
-        Ok(Session::unnamed(self.shared.clone()))
     }
 
     /// A future that resolves once the lifecycle's stop was requested (see [`StopSignal`]).

@@ -25,6 +25,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<bool>(), any::<bool>())
             .prop_map(|(honours_stop, always)| Op::AddRestartable { honours_stop, always }),
         4 => any::<bool>().prop_map(|named| Op::BeginSession { named }),
+        1 => (any::<u8>(), any::<bool>()).prop_map(|(pick, named)| Op::BeginChild { pick, named }),
         3 => any::<u8>().prop_map(|pick| Op::EndSession { pick }),
         1 => any::<u8>().prop_map(|pick| Op::PanicSession { pick }),
         2 => (any::<u8>(), how()).prop_map(|(pick, how)| Op::ServiceExit { pick, how }),
@@ -156,9 +157,11 @@ fn ordered_op() -> impl Strategy<Value = Op> {
         2 => dependent(),
         3 => (any::<u8>(), how()).prop_map(|(pick, how)| Op::ServiceExit { pick, how }),
         4 => (0u16..120).prop_map(|millis| Op::Advance { millis }),
-        1 => (0u16..600).prop_map(|millis| Op::Advance { millis }),
+        // Past the start timeout (150 ms) now and then.
+        2 => (100u16..600).prop_map(|millis| Op::Advance { millis }),
         5 => Just(Op::Drive),
         1 => any::<u8>().prop_map(|pick| Op::EndSession { pick }),
+        1 => (any::<u8>(), any::<bool>()).prop_map(|(pick, named)| Op::BeginChild { pick, named }),
         3 => any::<u8>().prop_map(|cause| Op::Stop { cause }),
     ]
 }

@@ -207,7 +207,12 @@ fn invariants(
     if now.state != State::Running && now.cause.is_none() {
         return Err(format!("{:?} without a stop cause", now.state));
     }
-    if answered.as_ref().is_some_and(Answer::admitted) && prev.state != State::Running {
+    // Nothing is admitted outside `Running` — but a child of a live session, until the end.
+    let child = matches!(op, Op::BeginChild { .. });
+    if answered.as_ref().is_some_and(Answer::admitted)
+        && prev.state != State::Running
+        && !(child && prev.state == State::Draining)
+    {
         return Err(format!("{op:?} admitted while {:?}", prev.state));
     }
     if now.state == State::Terminated && now.live != 0 {

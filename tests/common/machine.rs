@@ -37,7 +37,8 @@ pub(crate) struct PureMachine {
     service_attempts: usize,
     session_attempts: usize,
     /// Live sessions: name (if named) and when each began.
-    live: Vec<(Option<String>, Instant)>,
+    /// Live sessions: name, when begun, the parent's name (a child of a named session).
+    live: Vec<(Option<String>, Instant, Option<String>)>,
     /// Admission closed (the `Drain` action was carried out).
     closed: bool,
     admitted: u64,
@@ -112,7 +113,24 @@ impl Driver for PureMachine {
                 }
                 self.admitted += 1;
                 self.live
-                    .push((named.then(|| op::session_name(n)), self.now));
+                    .push((named.then(|| op::session_name(n)), self.now, None));
+                return Some(Answer::Session(Ok(())));
+            }
+            Op::BeginChild { pick, named } => {
+                if self.live.is_empty() {
+                    return None;
+                }
+                let parent = self.live[usize::from(pick) % self.live.len()].0.clone();
+                let n = self.session_attempts;
+                self.session_attempts += 1;
+                // A child of a live session is admitted until the lifecycle ended.
+                if self.machine.state().is_terminal() {
+                    self.refused += 1;
+                    return Some(Answer::Session(Err(Refused::Ended)));
+                }
+                self.admitted += 1;
+                self.live
+                    .push((named.then(|| op::session_name(n)), self.now, parent));
                 return Some(Answer::Session(Ok(())));
             }
             Op::EndSession { pick } => self.end_session(pick, false),
@@ -237,7 +255,7 @@ impl PureMachine {
             return;
         }
         let index = usize::from(pick) % self.live.len();
-        let (name, _) = self.live.remove(index);
+        let (name, _, _) = self.live.remove(index);
         if panicked {
             self.panicked
                 .push(PanickedSession::new(name.map(Into::into), None));
@@ -335,7 +353,13 @@ impl PureMachine {
         let live: Vec<NamedSession> = self
             .live
             .iter()
-            .filter_map(|(name, began)| Some(NamedSession::new(name.clone()?, self.now - *began)))
+            .filter_map(|(name, began, parent)| {
+                let named = NamedSession::new(name.clone()?, self.now - *began);
+                Some(match parent {
+                    Some(parent) => named.with_parent(parent.clone()),
+                    None => named,
+                })
+            })
             .collect();
         SessionCensus {
             admitted: self.admitted,

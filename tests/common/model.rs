@@ -66,6 +66,8 @@ impl Service {
 struct Session {
     name: Option<String>,
     began: Duration,
+    /// The parent's name, for a child of a named session.
+    parent: Option<String>,
 }
 
 /// One service in the report: name, outcome, how long it ran, runs, the last restarted run's
@@ -319,6 +321,9 @@ impl Model {
             Op::BeginSession { named } => {
                 return Some(op::Answer::Session(self.begin_session(named)));
             }
+            Op::BeginChild { pick, named } => {
+                return self.begin_child(pick, named).map(op::Answer::Session);
+            }
             Op::EndSession { pick } => self.end_session(pick, false),
             Op::PanicSession { pick } => self.end_session(pick, true),
             Op::ServiceExit { pick, how } => {
@@ -469,8 +474,30 @@ impl Model {
         self.live.push(Session {
             name: named.then(|| op::session_name(n)),
             began: self.now,
+            parent: None,
         });
         Ok(())
+    }
+
+    /// A child of the live session `pick`: admitted unless the lifecycle ended.
+    fn begin_child(&mut self, pick: u8, named: bool) -> Option<Result<(), Refused>> {
+        if self.live.is_empty() {
+            return None;
+        }
+        let parent = self.live[usize::from(pick) % self.live.len()].name.clone();
+        let n = self.session_attempts;
+        self.session_attempts += 1;
+        if self.state.is_terminal() {
+            self.refused += 1;
+            return Some(Err(Refused::Ended));
+        }
+        self.admitted += 1;
+        self.live.push(Session {
+            name: named.then(|| op::session_name(n)),
+            began: self.now,
+            parent,
+        });
+        Some(Ok(()))
     }
 
     fn end_session(&mut self, pick: u8, panicked: bool) {
@@ -849,7 +876,10 @@ impl Model {
         if state == State::Abandoned {
             for session in &self.live {
                 match &session.name {
-                    Some(name) => abandoned.push((name.clone(), self.now - session.began)),
+                    Some(name) => abandoned.push((
+                        shown_with_parent(name, session.parent.as_deref()),
+                        self.now - session.began,
+                    )),
                     None => abandoned_unnamed += 1,
                 }
             }
@@ -925,6 +955,14 @@ impl Spec {
 }
 
 /// Oldest first, then by name: the report's documented order, with ties made comparable.
+/// An abandoned session's name as the comparison sees it: with its parent's, if it has one.
+pub(crate) fn shown_with_parent(name: &str, parent: Option<&str>) -> String {
+    match parent {
+        Some(parent) => format!("{name} under {parent}"),
+        None => name.to_owned(),
+    }
+}
+
 pub(crate) fn sort_abandoned(list: &mut [(String, Duration)]) {
     list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 }
@@ -935,7 +973,7 @@ pub(crate) fn view(report: &async_lifecycle::Report) -> ModelReport {
     let mut abandoned: Vec<(String, Duration)> = sessions
         .abandoned()
         .iter()
-        .map(|s| (s.name().to_owned(), s.age()))
+        .map(|s| (shown_with_parent(s.name(), s.parent()), s.age()))
         .collect();
     sort_abandoned(&mut abandoned);
     ModelReport {

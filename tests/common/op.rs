@@ -77,6 +77,15 @@ pub(crate) enum Op {
         /// Whether the session is named.
         named: bool,
     },
+    /// Begins a child (`Session::child` / `unnamed_child`) of the live session at index
+    /// `pick` modulo the number of live sessions, if any: named `s{n}` (n counts the session
+    /// attempts) or unnamed; admitted while draining, refused once the lifecycle ended.
+    BeginChild {
+        /// Which live session is the parent.
+        pick: u8,
+        /// Whether the child is named.
+        named: bool,
+    },
     /// Ends the live session at index `pick` modulo the number of live sessions, if any.
     EndSession {
         /// Which live session.

@@ -159,6 +159,20 @@ impl Driver for Shell {
                 };
                 return Some(Answer::Session(session.map(|s| self.live.push(s))));
             }
+            Op::BeginChild { pick, named } => {
+                if self.live.is_empty() {
+                    return None;
+                }
+                let n = self.session_attempts;
+                self.session_attempts += 1;
+                let parent = &self.live[usize::from(pick) % self.live.len()];
+                let child = if named {
+                    parent.child(op::session_name(n))
+                } else {
+                    parent.unnamed_child()
+                };
+                return Some(Answer::Session(child.map(|s| self.live.push(s))));
+            }
             Op::EndSession { pick } => {
                 if !self.live.is_empty() {
                     let index = usize::from(pick) % self.live.len();

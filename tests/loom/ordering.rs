@@ -33,6 +33,9 @@
 //!   its own racing its parent's stop or force;
 //!   [`nested_service_added_racing_the_nested_run_start`] — a service added to a nested
 //!   lifecycle while its gate opens (all three bounded at 3 preemptions).
+//! - Child sessions (issue 10): [`child_session_racing_force`] — a child begun under a live
+//!   session, after admission closed, racing the force whose census ends the lifecycle
+//!   (a planted removal of the registry's seal fails it at once).
 //!
 //! With `LOOM_MAX_PREEMPTIONS=4` (the bounded ones at 3) the seven take about 16 s in release
 //! on a 2-core machine run one at a time, 22 s run side by side (`cargo test`'s default).
@@ -698,5 +701,54 @@ fn nested_service_added_racing_the_nested_run_start() {
         assert!(!own_report.forced(), "{report}");
         assert_eq!(outcome(own_report, "w"), w, "{report}");
         assert_eq!(report.exit_code(), 0, "{report}");
+    });
+}
+
+/// A child session begun on one thread (under a live named session) racing `force()` on
+/// another (issue 10's child sessions). The child is admitted after admission closed, so
+/// only the final census can refuse it: either it was admitted before that census — then
+/// the report names it as abandoned, under its parent, and counts it admitted — or it is
+/// refused with `Ended` and counted as a refusal by the live view. Never admitted and missing from the
+/// report (the census seals the registry under the lock children take).
+#[test]
+fn child_session_racing_force() {
+    model(|| {
+        let lc = Lifecycle::builder()
+            .grace(GRACE)
+            .clock(ManualClock::new())
+            .build();
+        let conn = Arc::new(lc.session("conn").unwrap());
+        let parent = conn.clone();
+        let child = thread::spawn(move || parent.child("GET /").ok());
+        let forcer = lc.clone();
+        let force = thread::spawn(move || forcer.force());
+        let child = child.join().unwrap();
+        force.join().unwrap();
+        let report = block_on(lc.wait());
+        assert_eq!(report.state(), State::Abandoned, "{report}");
+        let sessions = report.sessions();
+        let abandoned: Vec<(&str, Option<&str>)> = sessions
+            .abandoned()
+            .iter()
+            .map(|s| (s.name(), s.parent()))
+            .collect();
+        match child {
+            Some(_) => {
+                assert_eq!(sessions.admitted(), 2, "{report}");
+                assert!(
+                    abandoned.contains(&("GET /", Some("conn"))),
+                    "an admitted child is named: {report}"
+                );
+            }
+            None => {
+                assert_eq!(sessions.admitted(), 1, "{report}");
+                // Refused after the census the report was written from: the live view
+                // counts it (the report counts refusals up to its census).
+                assert_eq!(sessions.refused(), 0, "{report}");
+                assert_eq!(lc.snapshot().refused_sessions(), 1, "{report}");
+                assert_eq!(abandoned, [("conn", None)], "{report}");
+            }
+        }
+        drop(conn);
     });
 }
