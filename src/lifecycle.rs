@@ -453,7 +453,7 @@ impl Lifecycle {
     /// grace deadline is armed.
     pub fn stop(&self, cause: impl Into<StopCause>) {
         let cause = cause.into();
-        self.shared().apply(|m, now| m.stop(now, cause));
+        self.shared().apply(|m, now| m.request_stop(now, cause));
     }
 
     /// Forces the stop: whatever is still running now is abandoned at once and named in the
@@ -625,7 +625,7 @@ impl WeakLifecycle {
     /// Requests a graceful stop; see [`Lifecycle::stop`].
     pub fn stop(&self, cause: impl Into<StopCause>) {
         let cause = cause.into();
-        self.shared.apply(|m, now| m.stop(now, cause));
+        self.shared.apply(|m, now| m.request_stop(now, cause));
     }
 
     /// Whether the stop was requested.
@@ -700,6 +700,7 @@ pub struct Builder {
     intensity: RestartIntensity,
     seed: Option<u64>,
     events: Option<crate::event::Hook>,
+    pre_drain: Duration,
 }
 
 impl Builder {
@@ -713,6 +714,7 @@ impl Builder {
             intensity: RestartIntensity::DEFAULT,
             seed: None,
             events: None,
+            pre_drain: Duration::ZERO,
         }
     }
 
@@ -798,6 +800,22 @@ impl Builder {
         self
     }
 
+    /// Keeps serving for `delay` after a stop is requested ([`Lifecycle::stop`], a signal, a
+    /// [`stop_on`](Lifecycle::stop_on) trigger) before the drain begins: the lifecycle stays
+    /// running and keeps admitting, but [`Snapshot::is_ready`] turns false at once, so a
+    /// readiness probe fails and load balancers take the backend out before it refuses
+    /// anything (the endpoint-removal race, kubernetes#89263). The delay is spent inside
+    /// the grace — the deadline stays `grace` after the request, so the stop costs
+    /// max(delay, drain), never their sum — and is capped by it. A failure, a force or a
+    /// second signal (which forces) ends the pre-drain at once; the first cause is kept.
+    ///
+    /// Kubernetes: a preStop sleep plus this lifecycle's grace plus a margin must fit in
+    /// `terminationGracePeriodSeconds`.
+    pub fn pre_drain(mut self, delay: Duration) -> Self {
+        self.pre_drain = delay;
+        self
+    }
+
     /// What a service ending uncleanly while running does (stop everything, by default).
     pub fn on_service_failure(mut self, policy: FailurePolicy) -> Self {
         self.policy = policy;
@@ -818,6 +836,7 @@ impl Builder {
         let grace = self.grace.unwrap_or(DEFAULT_GRACE);
         let mut machine = Machine::new(clock.now(), grace, self.policy);
         machine.set_restart_intensity(self.intensity);
+        machine.set_pre_drain(self.pre_drain);
         machine.set_seed(self.seed.unwrap_or_else(|| {
             use std::hash::{BuildHasher, RandomState};
             RandomState::new().hash_one(0x5EED_u64)

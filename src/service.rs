@@ -235,7 +235,7 @@ impl Future for Trigger {
         let cause = std::task::ready!(fut.as_mut().poll(cx));
         let fut = this.fut.take();
         quietly(|| drop(fut));
-        this.shared.apply(|m, now| m.stop(now, cause));
+        this.shared.apply(|m, now| m.request_stop(now, cause));
         Poll::Ready(())
     }
 }

@@ -382,7 +382,7 @@ impl Shared {
     /// Its service runs: hands the tasks queued so far to the spawner, if there is one (a
     /// task queued in a race with this is driven by the `wait()` inside the service's run).
     /// Nothing if the gate was cancelled.
-    pub(crate) fn open_gate(&self) {
+    pub(crate) fn open_gate(self: &Arc<Self>) {
         if self
             .gate
             .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
@@ -390,6 +390,8 @@ impl Shared {
         {
             return;
         }
+        // What was added while the gate was shut starts now: its start timeouts too.
+        self.apply(Machine::resume_starts);
         let Some(spawn) = &self.spawner else {
             // The `wait()`s hold off while the gate is closed: they may take the tasks now.
             self.queue.wake_drivers();
@@ -521,10 +523,14 @@ impl Shared {
                     )
                 })
                 .collect();
-            (m.state(), services)
+            let pending = m.stop_pending().cloned();
+            (m.state(), (services, pending))
         };
+        let (services, pending) = services;
         let counts = self.sessions.counts(now, oldest);
-        Snapshot::new(state, self.cause().cloned(), counts, services)
+        // In a pre-drain, the requested stop's cause (the stop signals have not fired yet).
+        let cause = self.cause().cloned().or(pending.clone());
+        Snapshot::new(state, cause, counts, services, pending.is_some())
     }
 
     fn settle(&self, core: &mut Core, now: Instant, effects: &mut Effects) {

@@ -40,6 +40,8 @@ pub struct Snapshot {
     panicked: u64,
     oldest: Vec<NamedSession>,
     services: Vec<ServiceSnapshot>,
+    /// A requested stop is in its pre-drain ([`Builder::pre_drain`](crate::Builder::pre_drain)).
+    stopping: bool,
 }
 
 impl Snapshot {
@@ -51,8 +53,10 @@ impl Snapshot {
         cause: Option<StopCause>,
         counts: Counts,
         services: Vec<ServiceSnapshot>,
+        stopping: bool,
     ) -> Self {
         Snapshot {
+            stopping,
             state,
             cause,
             live: counts.live,
@@ -70,7 +74,7 @@ impl Snapshot {
     }
 
     /// Whether the lifecycle is ready to serve: running (not stopping: not ready the instant
-    /// a stop is requested), and every service started and ready — none waiting for its
+    /// a stop is requested, pre-drain included), and every service started and ready — none waiting for its
     /// dependencies, none declaring readiness that has not declared it yet, none waiting for
     /// a restart, none ended. For a readiness probe (Kubernetes) or `READY=1` (systemd).
     ///
@@ -89,7 +93,16 @@ impl Snapshot {
     /// # Ok::<(), async_lifecycle::ServiceError>(())
     /// ```
     pub fn is_ready(&self) -> bool {
-        self.state == State::Running && self.services.iter().all(ServiceSnapshot::is_ready)
+        self.state == State::Running
+            && !self.stopping
+            && self.services.iter().all(ServiceSnapshot::is_ready)
+    }
+
+    /// Whether a requested stop is in its pre-drain
+    /// ([`Builder::pre_drain`](crate::Builder::pre_drain)): still running and admitting,
+    /// but not ready; [`cause`](Self::cause) gives the request.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
     }
 
     /// Whether the stop was requested (draining, or ended): what a readiness probe reports

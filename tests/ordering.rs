@@ -851,3 +851,102 @@ fn a_nested_lifecycle_ended_with_its_parent_says_its_parent_stopped_it() {
     let nested = report.service("n").unwrap().nested().unwrap();
     assert_eq!(nested.cause(), Some(&StopCause::ParentStopping), "{report}");
 }
+
+// Regressions from the second review.
+
+#[test]
+fn a_nested_services_start_timeout_counts_from_when_its_lifecycle_runs() {
+    let mut h = Harness::with_grace(secs(30));
+    let db: Arc<Mutex<Option<StopSignal>>> = Arc::default();
+    let keep = db.clone();
+    h.lc.service_with("db", ServiceOptions::new().declares_ready(), move |stop| {
+        *keep.lock().unwrap() = Some(stop.clone());
+        stop
+    })
+    .unwrap();
+    let n =
+        h.lc.nest("n", after(&["db"]), Lifecycle::builder())
+            .unwrap();
+    let ready: Arc<Mutex<Option<StopSignal>>> = Arc::default();
+    let keep = ready.clone();
+    n.service_with(
+        "w",
+        ServiceOptions::new()
+            .declares_ready()
+            .start_timeout(secs(5)),
+        move |stop| {
+            *keep.lock().unwrap() = Some(stop.clone());
+            stop
+        },
+    )
+    .unwrap();
+    let wait = h.wait();
+    h.advance(secs(10)); // longer than w's start timeout, while n waits for db
+    assert!(db.lock().unwrap().as_ref().unwrap().ready());
+    h.pool.run_until_stalled();
+    h.advance(secs(4));
+    assert!(ready.lock().unwrap().as_ref().unwrap().ready());
+    h.advance(secs(2));
+    assert_eq!(n.state(), State::Running, "w was ready 4 s after its run");
+    h.lc.stop("end");
+    let report = h.pool.run_until(wait);
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let nested = report.service("n").unwrap().nested().unwrap();
+    assert_eq!(nested.service("w").unwrap().ran(), secs(6), "{report}");
+}
+
+#[test]
+fn a_waiting_dependent_is_never_started_once_a_dependency_ended() {
+    let mut h = Harness::new(
+        Lifecycle::builder()
+            .grace(secs(30))
+            .on_service_failure(FailurePolicy::ReportOnly),
+    );
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    let mut rx = Some(rx);
+    h.lc.service_with("a", ServiceOptions::new(), move |_stop| {
+        let rx = rx.take().expect("a runs once");
+        async move {
+            let _ = rx.await;
+            Err::<(), _>("crashed")
+        }
+    })
+    .unwrap();
+    h.lc.service_with("b", ServiceOptions::new().declares_ready(), |stop| stop)
+        .unwrap();
+    h.add("c", after(&["a", "b"]), false, false);
+    let wait = h.wait();
+    tx.send(()).unwrap();
+    let report = h.pool.run_until(wait);
+    assert_eq!(
+        report.cause(),
+        Some(&StopCause::StartFailed {
+            service: "a".into(),
+            timeout: None
+        })
+    );
+    assert_eq!(
+        report.service("c").unwrap().outcome(),
+        &ServiceOutcome::NotStarted
+    );
+    assert!(h.log().is_empty(), "c never ran: {:?}", h.log());
+}
+
+#[test]
+fn ready_inside_the_factory_of_a_service_that_does_not_declare_it_is_false() {
+    let h = Harness::with_grace(secs(30));
+    let answer = Arc::new(Mutex::new(None));
+    let keep = answer.clone();
+    h.lc.service_with("x", ServiceOptions::new(), move |stop: StopSignal| {
+        *keep.lock().unwrap() = Some(stop.ready());
+        stop
+    })
+    .unwrap();
+    assert_eq!(*answer.lock().unwrap(), Some(false), "ready when made");
+    assert!(
+        h.events().iter().all(|e| !e.contains("ready")),
+        "{:?}",
+        h.events()
+    );
+    h.lc.stop("end");
+}

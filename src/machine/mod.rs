@@ -583,6 +583,11 @@ pub struct Machine {
     live: usize,
     /// Service index by name: names are unique, and dependencies are looked up by name.
     names: std::collections::HashMap<Cow<'static, str>, usize>,
+    /// How long a requested stop keeps serving, not ready, before the drain begins.
+    pre_drain: Duration,
+    /// A requested stop in its pre-drain: when the drain begins, why, and the deadline it
+    /// keeps (the grace counts from the request).
+    pending: Option<(Instant, StopCause, Option<Instant>)>,
 }
 
 impl Machine {
@@ -606,6 +611,8 @@ impl Machine {
             rescheduled: false,
             live: 0,
             names: std::collections::HashMap::new(),
+            pre_drain: Duration::ZERO,
+            pending: None,
         }
     }
 
@@ -901,7 +908,44 @@ impl Machine {
     /// Requests a graceful stop. Returns whether this call started the drain; a stop while
     /// already draining or ended changes nothing (the first cause is kept).
     pub fn stop(&mut self, now: Instant, cause: StopCause) -> bool {
+        // A stop in its pre-drain came first: its cause and its deadline are kept, and its
+        // drain begins now.
+        if let Some((_, first, by)) = self.pending.take() {
+            return self.stop_by(now, first, by);
+        }
         self.stop_by(now, cause, None)
+    }
+
+    /// Sets the pre-drain of requested stops (see [`request_stop`](Self::request_stop)).
+    pub fn set_pre_drain(&mut self, delay: Duration) {
+        self.pre_drain = delay;
+    }
+
+    /// A stop requested from outside (a caller, a signal, a stop trigger): with a pre-drain
+    /// set, the lifecycle keeps running and admitting — only
+    /// [`stop_pending`](Self::stop_pending) says it is on its way out, so a readiness probe
+    /// fails and load balancers move away — until the pre-drain (never more than the grace)
+    /// has passed; then the drain begins, with the deadline still `grace` after this request:
+    /// the pre-drain is spent inside the grace. Without one, as [`stop`](Self::stop).
+    /// Returns whether this call started the stop; the first cause is kept.
+    pub fn request_stop(&mut self, now: Instant, cause: StopCause) -> bool {
+        if self.state() != State::Running || self.pending.is_some() {
+            return false;
+        }
+        if self.pre_drain.is_zero() || self.grace.is_zero() {
+            return self.stop(now, cause);
+        }
+        let Some(at) = now.checked_add(self.pre_drain.min(self.grace)) else {
+            return self.stop(now, cause);
+        };
+        self.pending = Some((at, cause, now.checked_add(self.grace)));
+        self.rescheduled = true;
+        true
+    }
+
+    /// Whether a requested stop is in its pre-drain (running, not ready), and its cause.
+    pub fn stop_pending(&self) -> Option<&StopCause> {
+        self.pending.as_ref().map(|(_, cause, _)| cause)
     }
 
     /// Requests a graceful stop whose deadline is the earlier of the grace and `by`: a
@@ -1038,6 +1082,7 @@ impl Machine {
     /// (abandoning whatever is still running). Starts the drain first (with
     /// [`StopCause::Forced`]) if no stop was requested yet.
     pub fn force(&mut self, now: Instant) {
+        // A stop in its pre-drain keeps its cause; the force ends the pre-drain at once.
         let started = self.stop(now, StopCause::Forced);
         if let Phase::Draining(d) = &mut self.phase {
             d.forced = true;
@@ -1181,11 +1226,9 @@ impl Machine {
             }
         }
         let entry = &self.services[id.0];
-        if state == State::Running
-            && !entry.ever_ready
-            && entry.dependents.iter().any(|d| self.services[d.0].waiting)
-        {
-            // Its dependents would wait forever: the start failed.
+        if state == State::Running && entry.dependents.iter().any(|d| self.services[d.0].waiting) {
+            // Ended for good while a dependent waits: that one would wait forever, or start
+            // without it. The start failed.
             let service = entry.name.clone();
             self.stop(
                 now,
@@ -1259,7 +1302,10 @@ impl Machine {
         let running = self.state() == State::Running;
         let entry = &mut self.services[id.0];
         if entry.starting && attempt == entry.attempts.saturating_add(1) {
-            return running && !std::mem::replace(&mut entry.ready_early, running);
+            // Only a service that declares readiness has one to declare: the others are
+            // ready when made.
+            let declares = entry.options.is_declaring_ready();
+            return running && declares && !std::mem::replace(&mut entry.ready_early, true);
         }
         entry.attempts == attempt && self.service_ready(now, id)
     }
@@ -1381,6 +1427,7 @@ impl Machine {
                 .filter(|s| s.is_live())
                 .flat_map(|s| [s.backoff_until, s.ready_by.filter(|_| !s.ever_ready)])
                 .flatten()
+                .chain(self.pending.as_ref().map(|(at, ..)| *at))
                 .min(),
             Phase::Draining(d) => self
                 .services
@@ -1410,6 +1457,11 @@ impl Machine {
     /// left) and `Abandoned` (every running service and live session is given up on, and
     /// named).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.pending.as_ref().is_some_and(|(at, ..)| *at <= now) {
+            if let Some((_, cause, by)) = self.pending.take() {
+                self.stop_by(now, cause, by);
+            }
+        }
         if let Phase::Running { .. } = self.phase {
             let late = self
                 .services
@@ -1506,6 +1558,26 @@ impl Machine {
         match &self.phase {
             Phase::Ended(report) => Some(report),
             _ => None,
+        }
+    }
+
+    /// For a nested lifecycle whose own service's run starts now (its gate opens): what was
+    /// added before runs from now — its `ran` counts from now, and a start timeout asked for
+    /// while the gate was shut starts now, not when the service was added.
+    pub fn resume_starts(&mut self, now: Instant) {
+        for entry in &mut self.services {
+            if !entry.is_live() {
+                continue;
+            }
+            entry.started = now;
+            entry.run_started = now;
+            if entry.ready_by.is_some() && !entry.ever_ready {
+                entry.ready_by = entry
+                    .options
+                    .start_timeout_limit()
+                    .and_then(|timeout| now.checked_add(timeout));
+                self.rescheduled = true;
+            }
         }
     }
 

@@ -557,13 +557,12 @@ impl Model {
             if !clean && !self.config.report_only {
                 let service = self.services[index].name.clone().into();
                 self.stop(StopCause::ServiceEnded { service });
-            } else if !self.services[index].ever_ready
-                && self
-                    .services
-                    .iter()
-                    .any(|s| s.waiting && s.deps.contains(&index))
+            } else if self
+                .services
+                .iter()
+                .any(|s| s.waiting && s.deps.contains(&index))
             {
-                // Ended for good before it was ever ready: what waits for it never starts.
+                // Ended for good while a dependent waits: that one never starts.
                 let service = self.services[index].name.clone().into();
                 self.stop(StopCause::StartFailed {
                     service,
