@@ -137,6 +137,9 @@
 //!   spawner for services (module `tokio`).
 //! - `async-io`: `async_io::AsyncIoClock` (async-io's timer, for smol and async-std) and a
 //!   smol spawner for services (module `async_io`).
+//! - `systemd` (Unix): systemd's notifications for a lifecycle — `READY=1`, `STOPPING=1`,
+//!   a `STATUS=` naming the oldest draining sessions, `EXTEND_TIMEOUT_USEC=` so that the
+//!   grace decides, and the watchdog — on std's `UnixDatagram` (module `systemd`).
 //!
 //! # Comparison with neighbours
 //!
@@ -179,6 +182,9 @@ mod shared;
 pub mod signal;
 mod snapshot;
 mod sync;
+#[cfg(all(feature = "systemd", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
+pub mod systemd;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
