@@ -24,6 +24,14 @@
 //!    connections are shut down gracefully (HTTP/1: closed; HTTP/2: GOAWAY, then the streams
 //!    in flight finish).
 //! 4. Once every connection has ended, the process exits 0 with the report on stderr.
+//!
+//! Built with the `systemd` feature and started with `NOTIFY_SOCKET` set (a `Type=notify`
+//! unit: `contrib/async-lifecycle-http.service`), it notifies systemd through
+//! `async_lifecycle::systemd`: `READY=1`, the watchdog, `STOPPING=1` at the signal, and while
+//! draining a `STATUS=` naming the oldest connection with `EXTEND_TIMEOUT_USEC=` up to the
+//! grace's end. A malformed `NOTIFY_SOCKET` (or `WATCHDOG_USEC`, `WATCHDOG_PID`) is one line
+//! on stderr and exit status 71 before it listens, rather than a server systemd would kill
+//! at its start timeout.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -68,6 +76,14 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> u8 {
+    #[cfg(all(feature = "systemd", unix))]
+    let notifier = match async_lifecycle::systemd::Notifier::from_env() {
+        Ok(notifier) => notifier.map(|n| n.grace(args.grace)),
+        Err(e) => {
+            eprintln!("http: {e}");
+            return EXIT_SETUP;
+        }
+    };
     let listener = match TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -92,6 +108,11 @@ async fn serve(args: Args) -> u8 {
         accept_loop(listener, server, linger, stop)
     })
     .expect("a running lifecycle admits services");
+    // READY=1, the watchdog, STOPPING=1 and the drain's STATUS=; it ends with the lifecycle.
+    #[cfg(all(feature = "systemd", unix))]
+    if let Some(notifier) = notifier {
+        tokio::spawn(notifier.drive(&lc));
+    }
 
     println!("listening on {addr}");
     // Ignored: a closed stdout must not stop the server.
