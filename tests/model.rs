@@ -19,6 +19,11 @@ fn how() -> impl Strategy<Value = How> {
     prop_oneof![Just(How::Ok), Just(How::Err), Just(How::Panic)]
 }
 
+/// No pre-drain mostly; sometimes one shorter or longer than the grace.
+fn pre_drain() -> impl Strategy<Value = u16> {
+    prop_oneof![3 => Just(0u16), 1 => 1u16..400, 1 => 400u16..3000]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => any::<bool>().prop_map(|honours_stop| Op::AddService { honours_stop }),
@@ -45,7 +50,11 @@ fn config() -> impl Strategy<Value = Config> {
         4 => (1u16..2000).prop_map(Grace::Millis),
         1 => Just(Grace::Unbounded),
     ];
-    (grace, any::<bool>()).prop_map(|(grace, report_only)| Config { grace, report_only })
+    (grace, any::<bool>(), pre_drain()).prop_map(|(grace, report_only, pre_drain_ms)| Config {
+        grace,
+        report_only,
+        pre_drain_ms,
+    })
 }
 
 /// Most schedules begin by adding services and sessions: `wait()` stops a lifecycle that has
@@ -137,8 +146,11 @@ fn ordered_config() -> impl Strategy<Value = Config> {
         8 => (50u16..1500).prop_map(Grace::Millis),
         1 => Just(Grace::Unbounded),
     ];
-    (grace, prop::bool::weighted(0.3))
-        .prop_map(|(grace, report_only)| Config { grace, report_only })
+    (grace, prop::bool::weighted(0.3)).prop_map(|(grace, report_only)| Config {
+        grace,
+        report_only,
+        pre_drain_ms: 0,
+    })
 }
 
 /// A graph first: a root or two, then services depending on them.
@@ -207,6 +219,7 @@ fn known_schedules_pass_and_their_reports_are_checked() {
     let config = Config {
         grace: Grace::Millis(1000),
         report_only: false,
+        pre_drain_ms: 0,
     };
     let straggler = Schedule {
         config,
@@ -353,6 +366,7 @@ fn a_start_timeout_outlives_its_service() {
         config: Config {
             grace: Grace::Millis(270),
             report_only: true,
+            pre_drain_ms: 0,
         },
         ops: vec![
             Op::AddService {

@@ -55,9 +55,9 @@
 //!
 //! A service's stop budget starts when its stop signal fires (at the stop, or at its
 //! `Release`): the smaller of its own [`ServiceOptions::stop_budget`] and the time left to
-//! the deadline; without one, half the time left while a service it depends on still runs
-//! (which keeps the other half), else all of it — so the budgets of a chain never stack
-//! past the grace, and quick services down a long chain keep most of it. With no
+//! the deadline; without one, half the time left for a service with dependencies (they keep
+//! the other half), else all of it — so the budgets of a chain never stack past the grace,
+//! and quick services down a long chain keep most of it. With no
 //! dependencies anywhere every service is signalled at the stop with the whole grace as its
 //! budget: the flat lifecycle.
 //!
@@ -1037,16 +1037,15 @@ impl Machine {
         let left = d
             .deadline
             .map(|deadline| deadline.saturating_duration_since(now));
-        let below = self.services[id.0]
-            .after
-            .iter()
-            .any(|a| self.services[a.0].is_live());
         let entry = &mut self.services[id.0];
+        // Whether it has dependencies, not whether they still run: which of two exits at one
+        // instant an executor polls first must not change a budget.
+        let below = !entry.after.is_empty();
         let budget = match (entry.options.stop_budget_limit(), left) {
             (Some(own), Some(left)) => Some(own.min(left)),
             (Some(own), None) => Some(own),
-            // Without its own: half of it while a service it depends on still runs (which
-            // keeps the other half: down a chain, budgets halve), else all of it.
+            // Without its own: half of it for a service with dependencies (they keep the other
+            // half: down a chain, budgets halve), else all of it.
             (None, Some(left)) if below => Some(left / 2),
             (None, Some(left)) => Some(left),
             (None, None) => None,

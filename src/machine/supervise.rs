@@ -327,8 +327,8 @@ impl ServiceOptions {
     /// How long this service may take to stop once its stop signal fired: its budget is
     /// the smaller of this and the time left to the lifecycle's deadline; past it the
     /// service is abandoned (named in the report) and the services it depends on are
-    /// signalled. Without one, a service gets half the time left while a service it depends
-    /// on still runs (the other half is theirs: down a chain, budgets halve), else all of it,
+    /// signalled. Without one, a service with dependencies gets half the time left (the other
+    /// half is theirs: down a chain, budgets halve), and one without gets all of it,
     /// so budgets never stack past the grace and one stalled service never keeps the others
     /// from their stop.
     /// Checked when the service is added: zero, or more than [`Backoff::LIMIT`], is a

@@ -262,10 +262,15 @@ fn invariants(
             return Err("terminated with abandoned work".to_owned());
         }
         State::Abandoned => {
-            let reached = config
-                .grace
-                .bound()
-                .is_some_and(|g| report.drained_in() >= g);
+            // The drain's deadline is the grace after the stop's request, and a pre-drain
+            // spent part of it before the drain began — how much, the report does not say
+            // (a late timer begins the drain late): with one, the model's report (compared
+            // above) is the check.
+            let reached = config.pre_drain_ms > 0
+                || config
+                    .grace
+                    .bound()
+                    .is_some_and(|g| report.drained_in() >= g);
             // Before the deadline, only a service given up on past its budget abandons.
             if !report.forced() && !reached && !abandoned_service {
                 return Err(format!(

@@ -64,6 +64,7 @@ impl Driver for PureMachine {
             machine: {
                 let mut machine = Machine::new(t0, config.grace.duration(), config.policy());
                 machine.set_restart_intensity(op::intensity());
+                machine.set_pre_drain(config.pre_drain());
                 machine
             },
             services: Vec::new(),
@@ -150,7 +151,7 @@ impl Driver for PureMachine {
                 self.drive();
             }
             Op::Stop { cause } => {
-                self.machine.stop(self.now, op::stop_cause(cause));
+                self.machine.request_stop(self.now, op::stop_cause(cause));
                 self.settle();
             }
             Op::Force => {

@@ -127,6 +127,8 @@ pub(crate) struct Model {
     report: Option<ModelReport>,
     wait_polled: bool,
     wait_done: bool,
+    /// A requested stop in its pre-drain: when its drain begins, its cause, its deadline.
+    pending: Option<(Duration, StopCause, Option<Duration>)>,
     /// `wait()` was woken since it last ran (it runs at the next drive only then).
     woken: bool,
     /// A command sent to a run, which the next drive delivers: which service, how it ends.
@@ -159,6 +161,7 @@ impl Model {
             wait_polled: false,
             wait_done: false,
             woken: true,
+            pending: None,
             command: None,
             armed: None,
         }
@@ -190,6 +193,7 @@ impl Model {
                 .filter(|s| s.live())
                 .flat_map(|s| [s.backoff_until, s.ready_by])
                 .flatten()
+                .chain(self.pending.as_ref().map(|(at, ..)| *at))
                 .min(),
             State::Draining => {
                 let mut times: Vec<Duration> = self.deadline.into_iter().collect();
@@ -338,7 +342,7 @@ impl Model {
                 }
                 self.drive();
             }
-            Op::Stop { cause } => self.stop(op::stop_cause(cause)),
+            Op::Stop { cause } => self.request_stop(op::stop_cause(cause)),
             Op::Force => self.force(),
             Op::Advance { millis } => {
                 self.now += Duration::from_millis(u64::from(millis));
@@ -606,10 +610,36 @@ impl Model {
         service.backoff_until = Some(now + wait);
     }
 
+    /// A stop requested from outside: with a pre-drain, it waits that long (never more than
+    /// the grace), still running and admitting; its deadline stays grace after the request.
+    fn request_stop(&mut self, cause: StopCause) {
+        if self.state != State::Running || self.pending.is_some() {
+            return;
+        }
+        let pre = self.config.pre_drain();
+        match self.config.grace.bound() {
+            Some(grace) if !pre.is_zero() && !grace.is_zero() => {
+                self.pending = Some((self.now + pre.min(grace), cause, Some(self.now + grace)));
+                // The drivers are woken to arm the new timer.
+                self.woken = true;
+            }
+            None if !pre.is_zero() => {
+                self.pending = Some((self.now + pre, cause, None));
+                self.woken = true;
+            }
+            _ => self.stop(cause),
+        }
+    }
+
     fn stop(&mut self, cause: StopCause) {
         if self.state != State::Running {
             return;
         }
+        // A stop in its pre-drain came first: its cause and deadline are kept.
+        let (cause, by) = match self.pending.take() {
+            Some((_, first, by)) => (first, by),
+            None => (cause, None),
+        };
         // Waiting for a restart: stopped at once, ending as its last run did — but a run
         // that returned Ok (a periodic job under Always) was not a failure: stopped cleanly.
         // Waiting for its dependencies: never started.
@@ -631,7 +661,10 @@ impl Model {
         self.state = State::Draining;
         self.cause = Some(cause);
         self.stopped_at = Some(self.now);
-        self.deadline = self.config.grace.bound().map(|grace| self.now + grace);
+        self.deadline = match (self.config.grace.bound().map(|grace| self.now + grace), by) {
+            (Some(own), Some(by)) => Some(own.min(by.max(self.now))),
+            (own, by) => own.or(by),
+        };
         // Dependents first: what no live service depends on is signalled by the stop
         // itself; the others are held until their dependents are done.
         for index in self.releasable() {
@@ -658,17 +691,13 @@ impl Model {
             .collect()
     }
 
-    /// Fires a service's own stop signal now: its budget is its own, or half the time left
-    /// while one of its dependencies still runs, else all of it; never past the deadline.
+    /// Fires a service's own stop signal now: its budget is its own, or half the time left if
+    /// it has dependencies, else all of it; never past the deadline.
     /// The slow-to-stop warning comes at half of it.
     fn signal(&mut self, index: usize) {
         let now = self.now;
         let left = self.deadline.map(|d| d.saturating_sub(now));
-        let shares: u128 = if self.services[index]
-            .deps
-            .iter()
-            .any(|&d| self.services[d].live())
-        {
+        let shares: u128 = if !self.services[index].deps.is_empty() {
             2
         } else {
             1
@@ -791,6 +820,15 @@ impl Model {
     /// The timer fired (something in `deadline()` is due).
     fn timer(&mut self) {
         let now = self.now;
+        // The pre-drain is over: the drain begins, its deadline kept.
+        if self.pending.as_ref().is_some_and(|(at, ..)| *at <= now) {
+            let cause = self
+                .pending
+                .as_ref()
+                .map(|(_, c, _)| c.clone())
+                .expect("pending");
+            self.stop(cause);
+        }
         if self.state == State::Running {
             // A service not ready within its start timeout: the start failed.
             let late = self.services.iter().find(|s| {

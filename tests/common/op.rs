@@ -162,9 +162,17 @@ pub(crate) struct Config {
     pub(crate) grace: Grace,
     /// `true` for `FailurePolicy::ReportOnly`, `false` for the default `StopAll`.
     pub(crate) report_only: bool,
+    /// `Builder::pre_drain`, in milliseconds (0: none): a requested stop keeps running, not
+    /// ready, that long before its drain begins.
+    pub(crate) pre_drain_ms: u16,
 }
 
 impl Config {
+    /// The pre-drain.
+    pub(crate) fn pre_drain(self) -> Duration {
+        Duration::from_millis(u64::from(self.pre_drain_ms))
+    }
+
     /// The failure policy as the builder takes it.
     pub(crate) fn policy(self) -> async_lifecycle::FailurePolicy {
         if self.report_only {

@@ -103,6 +103,7 @@ impl Driver for Shell {
             })
             .restart_intensity(op::intensity())
             .grace(config.grace.duration())
+            .pre_drain(config.pre_drain())
             .clock(watched)
             .on_service_failure(config.policy())
             .build();

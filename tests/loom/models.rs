@@ -79,6 +79,7 @@ const DEFAULT_PREEMPTIONS: usize = 4;
 const CONFIG: Config = Config {
     grace: Grace::Millis(10_000),
     report_only: false,
+    pre_drain_ms: 0,
 };
 
 /// Runs `f` under loom with the stated preemption bound.
