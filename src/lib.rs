@@ -140,6 +140,10 @@
 //! - `systemd` (Unix): systemd's notifications for a lifecycle — `READY=1`, `STOPPING=1`,
 //!   a `STATUS=` naming the oldest draining sessions, `EXTEND_TIMEOUT_USEC=` so that the
 //!   grace decides, and the watchdog — on std's `UnixDatagram` (module `systemd`).
+//! - `tower`: `tower::SessionLayer`, a tower `Layer` that runs each HTTP request as a session
+//!   (a child of its connection's, so it is served while draining), answers 503 with
+//!   `Retry-After` when refused, and `Connection: close` once stopping; for hyper, axum and
+//!   tonic servers (module `tower`).
 //!
 //! # Comparison with neighbours
 //!
@@ -188,6 +192,9 @@ pub mod systemd;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 /// The loom models (`tests/loom/models.rs`): library unit tests, because loom is a
 /// dev-dependency only the lib's own test build sees. They use the public API by its
