@@ -220,7 +220,7 @@ pub use machine::{
 };
 pub use service::{ServiceResult, StopSignal};
 pub use session::{Session, SessionPanic};
-pub use snapshot::{ServiceSnapshot, Snapshot};
+pub use snapshot::{Probe, ServiceSnapshot, Snapshot};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

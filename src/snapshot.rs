@@ -98,6 +98,60 @@ impl Snapshot {
             && self.services.iter().all(ServiceSnapshot::is_ready)
     }
 
+    /// The answer to a readiness probe (Kubernetes `readinessProbe`, a load balancer's
+    /// health check): 200 when [`is_ready`](Self::is_ready), else 503 with the first reason
+    /// it is not — stopping (with the cause), ended, or the first service not ready (waiting
+    /// for its dependencies, not ready yet, restarting, ended).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_lifecycle::{Lifecycle, ServiceOptions};
+    ///
+    /// let lc = Lifecycle::new();
+    /// lc.service_with("db", ServiceOptions::new().declares_ready(), |stop| stop)?;
+    /// let probe = lc.snapshot().readiness();
+    /// assert_eq!((probe.status(), probe.reason()), (503, "service db: not ready yet"));
+    /// lc.stop("deploy");
+    /// assert_eq!(lc.snapshot().readiness().reason(), "stopping: requested: deploy");
+    /// # Ok::<(), async_lifecycle::ServiceError>(())
+    /// ```
+    pub fn readiness(&self) -> Probe {
+        if self.is_ready() {
+            return Probe::ok();
+        }
+        if self.state.is_terminal() {
+            return Probe::unavailable(format!("ended: {}", self.state));
+        }
+        if self.stopping || self.state != State::Running {
+            return Probe::unavailable(match &self.cause {
+                Some(cause) => format!("stopping: {cause}"),
+                None => "stopping".to_owned(),
+            });
+        }
+        let why = self.services.iter().find(|s| !s.is_ready()).map(|s| {
+            let state = match &s.outcome {
+                Some(outcome) => format!("ended: {outcome}"),
+                None if s.waiting => "waiting for its dependencies".to_owned(),
+                None if s.restart_in.is_some() => "restarting".to_owned(),
+                None => "not ready yet".to_owned(),
+            };
+            format!("service {}: {state}", shown(&s.name))
+        });
+        Probe::unavailable(why.unwrap_or_else(|| "not ready".to_owned()))
+    }
+
+    /// The answer to a liveness probe: 200 while the lifecycle runs or drains — a drain is
+    /// not a reason to be killed — and 503 once it has ended (the process should be exiting;
+    /// one that does not is wedged).
+    pub fn liveness(&self) -> Probe {
+        if self.state.is_terminal() {
+            Probe::unavailable(format!("ended: {}", self.state))
+        } else {
+            Probe::ok()
+        }
+    }
+
     /// Whether a requested stop is in its pre-drain
     /// ([`Builder::pre_drain`](crate::Builder::pre_drain)): still running and admitting,
     /// but not ready; [`cause`](Self::cause) gives the request.
@@ -284,5 +338,50 @@ impl ServiceSnapshot {
     /// How long it has run (until now, or until it ended).
     pub fn uptime(&self) -> Duration {
         self.uptime
+    }
+}
+
+/// A probe's answer ([`Snapshot::readiness`], [`Snapshot::liveness`]): an HTTP status code
+/// (200 or 503) and a one-line reason, for whatever server answers the probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    status: u16,
+    reason: String,
+}
+
+impl Probe {
+    fn ok() -> Self {
+        Probe {
+            status: 200,
+            reason: "ok".to_owned(),
+        }
+    }
+
+    fn unavailable(reason: String) -> Self {
+        Probe {
+            status: 503,
+            reason,
+        }
+    }
+
+    /// 200 or 503.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Whether the probe passes (200).
+    pub fn is_ok(&self) -> bool {
+        self.status == 200
+    }
+
+    /// Why, in one line: `ok`, or what is not ready.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status, self.reason)
     }
 }
