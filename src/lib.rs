@@ -80,8 +80,9 @@
 //!
 //! A session that ends by a panic is counted and named apart in the report and complained
 //! about: run its work with [`Session::run`] to catch the panic with its payload on every
-//! executor (a guard dropped while its thread unwinds is seen too; tokio drops a panicked
-//! task's future after catching the panic, so only `run` sees those).
+//! executor (a guard dropped while its thread unwinds is seen too — tokio drops a panicked
+//! task's future while the panic unwinds, so such a guard is counted as panicked, without
+//! the message; `run` also has the message).
 //!
 //! For health endpoints and logs, [`Lifecycle::snapshot`] gives the state, the cause, the
 //! session counts (refusals after the end included), the oldest live named sessions with

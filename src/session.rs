@@ -51,10 +51,11 @@
 //! # Panics
 //!
 //! A guard dropped while its thread unwinds (the guard lives in a frame the panic unwinds
-//! through: `block_on`, a thread, a synchronous handler) ends the session as panicked. An
-//! executor that catches a task's panic and drops the future afterwards (tokio does) drops
-//! the guard normally: only [`Session::run`], which catches the panic inside the session,
-//! sees those. The check is one relaxed load of the process's panic count on the drop path.
+//! through: `block_on`, a thread, a synchronous handler — or a task whose executor drops
+//! its future while the panic unwinds, as tokio does) ends the session as panicked, without
+//! the message. An executor that catches a task's panic and drops the future afterwards
+//! drops the guard normally: only [`Session::run`], which catches the panic inside the
+//! session, sees those, and it always has the message. The check is one relaxed load of the process's panic count on the drop path.
 //! It looks at the thread, not the session: a session begun *and* ended inside a `Drop` that
 //! runs while the thread unwinds from an unrelated panic is counted as panicked too.
 
