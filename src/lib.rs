@@ -176,6 +176,8 @@ pub mod clock;
 mod complain;
 mod error;
 mod event;
+#[cfg(any(doc, doctest))]
+pub mod guide;
 mod lifecycle;
 mod loom;
 pub mod machine;
