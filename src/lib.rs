@@ -145,6 +145,10 @@
 //!   (a child of its connection's, so it is served while draining), answers 503 with
 //!   `Retry-After` when refused, and `Connection: close` once stopping; for hyper, axum and
 //!   tonic servers (module `tower`).
+//! - `serve`: `serve::serve`, a hyper-util server loop for any tower service (an axum
+//!   `Router` as is): a session per connection, the listener's backlog served before it
+//!   closes, a linger for idle kept-alive connections, then a graceful close (HTTP/1 close,
+//!   HTTP/2 GOAWAY); a stalled half-sent request is named at the deadline (module `serve`).
 //!
 //! # Comparison with neighbours
 //!
@@ -181,6 +185,9 @@ pub mod guide;
 mod lifecycle;
 mod loom;
 pub mod machine;
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub mod serve;
 mod service;
 mod session;
 mod shared;
