@@ -4,11 +4,15 @@
 //! cargo run --example http -- --listen 127.0.0.1:7878 --grace 10s
 //! curl http://127.0.0.1:7878/            # 200 ok
 //! curl http://127.0.0.1:7878/sleep?ms=N  # 200 ok, after N ms
+//! curl http://127.0.0.1:7878/ready       # 200 ok while ready, 503 and why once stopping
 //! ```
 //!
 //! The flags, the `listening on HOST:PORT` line, the exit statuses and the signal behaviour
-//! are those of the `echo` example. The accept loop is a service; each connection is a
-//! session named `conn PEER_ADDR` and each request one named `GET /path from PEER_ADDR`.
+//! are those of the `echo` example. The server is `async_lifecycle::serve::serve` (feature
+//! `serve`) run as a service, around a `tower::service_fn` behind
+//! `async_lifecycle::tower::SessionLayer`: each connection is a session named
+//! `conn PEER_ADDR` and each request its child, named `GET /path from PEER_ADDR`.
+//! `examples/axum.rs` is the same server on an axum `Router`.
 //!
 //! On the first SIGINT/SIGTERM:
 //!
@@ -22,7 +26,8 @@
 //!    answered, with `Connection: close`. This removes the classic race where the server
 //!    closes an idle connection just as the client sends on it. After the linger, idle
 //!    connections are shut down gracefully (HTTP/1: closed; HTTP/2: GOAWAY, then the streams
-//!    in flight finish).
+//!    in flight finish). A request half received is waited for, and answered once complete;
+//!    a client that stalls mid-request past the grace is named in the report (`conn PEER`).
 //! 4. Once every connection has ended, the process exits 0 with the report on stderr.
 //!
 //! Built with the `systemd` feature and started with `NOTIFY_SOCKET` set (a `Type=notify`
@@ -35,27 +40,23 @@
 
 use std::convert::Infallible;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use async_lifecycle::serve::{PeerAddr, serve};
 use async_lifecycle::tokio::BuilderExt;
-use async_lifecycle::{Lifecycle, Session, StopSignal, WeakLifecycle};
+use async_lifecycle::tower::SessionLayer;
+use async_lifecycle::{Lifecycle, WeakLifecycle};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONNECTION, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Version};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+use tower::Layer;
 
 #[path = "common/args.rs"]
 mod args;
 use args::{Args, EXIT_SETUP};
-
-/// The longest an idle kept-alive connection is kept open once draining starts.
-const MAX_LINGER: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let args = match args::from_env("http") {
@@ -72,10 +73,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_SETUP);
         }
     };
-    ExitCode::from(runtime.block_on(serve(args)))
+    ExitCode::from(runtime.block_on(run(args)))
 }
 
-async fn serve(args: Args) -> u8 {
+async fn run(args: Args) -> u8 {
     #[cfg(all(feature = "systemd", unix))]
     let notifier = match async_lifecycle::systemd::Notifier::from_env() {
         Ok(notifier) => notifier.map(|n| n.grace(args.grace)),
@@ -101,11 +102,21 @@ async fn serve(args: Args) -> u8 {
     let lc = Lifecycle::builder().grace(args.grace).tokio().build();
     // Signal handlers first: once the line below is printed, a signal must drain, not kill.
     let until_signal = lc.run_until_signal();
-    let linger = (args.grace / 4).min(MAX_LINGER);
+
+    // Each request a session, a child of its connection's, named with the peer.
+    let weak = lc.downgrade();
+    let ready = weak.clone();
+    let app = SessionLayer::new(weak.clone(), name).layer(tower::service_fn(
+        move |req: Request<Incoming>| {
+            let ready = ready.clone();
+            async move { Ok::<_, Infallible>(route(&req, &ready).await) }
+        },
+    ));
     // The service holds a weak handle: it begins sessions, and keeps nothing alive.
-    let server = lc.downgrade();
-    lc.service("accept-loop", move |stop| {
-        accept_loop(listener, server, linger, stop)
+    lc.service("accept-loop", move |stop| async move {
+        serve(weak, listener, app, stop).await?;
+        eprintln!("http: draining: listener closed");
+        Ok::<(), std::io::Error>(())
     })
     .expect("a running lifecycle admits services");
     // READY=1, the watchdog, STOPPING=1 and the drain's STATUS=; it ends with the lifecycle.
@@ -121,133 +132,28 @@ async fn serve(args: Args) -> u8 {
     args::exit_status("http", until_signal.await)
 }
 
-/// Accepts connections until the stop; then takes the backlog, closes the listener, and
-/// returns once every connection it started has ended.
-async fn accept_loop(
-    listener: TcpListener,
-    lc: WeakLifecycle,
-    linger: Duration,
-    mut stop: StopSignal,
-) -> std::io::Result<()> {
-    // Each connection task holds a sender; `recv` returns `None` once all have ended.
-    let (alive, mut all_ended) = mpsc::channel::<()>(1);
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let session = lc.session(format!("conn {peer}")).ok();
-                    tokio::spawn(connection(tcp, peer, session, lc.clone(), linger, alive.clone()));
-                }
-                Err(e) if is_transient(&e) => {}
-                // Out of file descriptors and the like: the service fails, which stops the
-                // lifecycle and is reported.
-                Err(e) => return Err(e),
-            },
-        }
+/// `GET /sleep?ms=60000 from 127.0.0.1:50312`.
+fn name(req: &Request<Incoming>) -> String {
+    match req.extensions().get::<PeerAddr>() {
+        Some(PeerAddr(peer)) => format!("{} {} from {peer}", req.method(), req.uri()),
+        None => format!("{} {}", req.method(), req.uri()),
     }
-
-    // The kernel completed these handshakes before the stop: serve them rather than let
-    // the close reset them. Asking the socket directly, not tokio's cached readiness.
-    let listener = listener.into_std()?;
-    loop {
-        match listener.accept() {
-            Ok((tcp, peer)) => {
-                tcp.set_nonblocking(true)?;
-                let tcp = TcpStream::from_std(tcp)?;
-                // No session: the lifecycle is draining; this service waits for it instead.
-                tokio::spawn(connection(
-                    tcp,
-                    peer,
-                    None,
-                    lc.clone(),
-                    linger,
-                    alive.clone(),
-                ));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) if is_transient(&e) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    drop(listener);
-    eprintln!("http: draining: listener closed");
-
-    drop(alive);
-    let _ = all_ended.recv().await;
-    Ok(())
 }
 
-fn is_transient(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
-    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
-}
-
-/// Serves one connection (HTTP/1 or HTTP/2) until the client closes it or, once draining
-/// started, until its last response (see the module docs for the linger).
-async fn connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    session: Option<Session>,
-    lc: WeakLifecycle,
-    linger: Duration,
-    _alive: mpsc::Sender<()>,
-) {
-    let requests = lc.clone();
-    let service = hyper::service::service_fn(move |req| handle(req, peer, requests.clone()));
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(tcp), service);
-    tokio::pin!(conn);
-
-    // Errors (a client that went away mid-request) just end the connection.
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        () = lc.stop_signal() => {}
-    }
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        () = tokio::time::sleep(linger) => {}
-    }
-    conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
-    drop(session);
-}
-
-async fn handle(
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    lc: WeakLifecycle,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let draining = lc.is_stopped();
-    // While draining, the connection's session (or the accept loop) covers the request: it
-    // is served, not refused.
-    let session = if draining {
-        None
-    } else {
-        lc.session(format!("{} {} from {peer}", req.method(), req.uri()))
-            .ok()
-    };
-
-    let mut response = route(&req).await;
-
-    // Decided after the work: a request that began before the stop and ends after it
-    // closes its connection too.
-    if lc.is_stopped() && req.version() <= Version::HTTP_11 {
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-    }
-    drop(session);
-    Ok(response)
-}
-
-async fn route(req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(req: &Request<Incoming>, lc: &WeakLifecycle) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match req.uri().path() {
         "/" => text(StatusCode::OK, "ok"),
+        "/ready" => {
+            // 200 `ok` while ready; 503 and why not (`stopping: received SIGTERM`).
+            let probe = lc.snapshot().readiness();
+            let status = StatusCode::from_u16(probe.status()).unwrap_or(StatusCode::OK);
+            let mut response = Response::new(Full::new(Bytes::from(probe.reason().to_owned())));
+            *response.status_mut() = status;
+            response
+        }
         "/sleep" => {
             let ms = req
                 .uri()

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Load test: SIGTERM in the middle of real keep-alive HTTP load, and nothing is lost.
 
-Runs `examples/http` on a loopback port, loads it with `wrk` (Debian's package, installed
+Runs `examples/http` (or `--example axum`: `examples/axum`, the same contract on an axum
+`Router`) on a loopback port, loads it with `wrk` (Debian's package, installed
 here if missing) over kept-alive connections — a mix of `GET /` and `GET /sleep?ms=N` —
 sends SIGTERM half-way, and checks:
 
@@ -58,10 +59,10 @@ def ensure_wrk():
         sys.exit("load: wrk is not installed and could not be installed")
 
 
-def build_http():
-    """Builds examples/http and returns the path of its executable."""
+def build_example(name):
+    """Builds examples/NAME and returns the path of its executable."""
     out = subprocess.run(
-        ["cargo", "build", "--all-features", "--example", "http", "--message-format=json"],
+        ["cargo", "build", "--all-features", "--example", name, "--message-format=json"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         check=True,
@@ -72,12 +73,12 @@ def build_http():
         target = msg.get("target", {})
         if (
             msg.get("reason") == "compiler-artifact"
-            and target.get("name") == "http"
+            and target.get("name") == name
             and "example" in target.get("kind", [])
             and msg.get("executable")
         ):
             return msg["executable"]
-    sys.exit("load: cargo did not report the http example's executable")
+    sys.exit(f"load: cargo did not report the {name} example's executable")
 
 
 def run_round(exe, number, conns, sleep_every, sleep_ms, term_after):
@@ -185,17 +186,22 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--load-seconds", type=float, default=10.0,
                         help="load before the SIGTERM, per round")
+    parser.add_argument("--example", choices=["http", "axum"], default="http",
+                        help="the server: examples/http (hyper + a service_fn) or "
+                        "examples/axum (an axum Router), both on async_lifecycle::serve")
     args = parser.parse_args()
 
     ensure_wrk()
-    exe = build_http()
+    exe = build_example(args.example)
+    print(f"load: examples/{args.example}", flush=True)
     # (connections, one /sleep in N requests, its duration in ms)
     mixes = [(64, 4, 300), (128, 2, 1000), (32, 8, 50)]
     ok = True
     for number in range(1, args.rounds + 1):
         conns, every, ms = mixes[(number - 1) % len(mixes)]
         ok &= run_round(exe, number, conns, every, ms, args.load_seconds)
-    print("load: PASSED" if ok else "load: FAILED", flush=True)
+    print(f"load ({args.example}): PASSED" if ok else f"load ({args.example}): FAILED",
+          flush=True)
     sys.exit(0 if ok else 1)
 
 
