@@ -1,0 +1,143 @@
+//! `serve::serve` in-process, where the process tests (tests/http.rs) cannot reach: the
+//! connections in the listener's backlog at the stop, and HTTP/2's graceful close.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::time::Duration;
+
+use async_lifecycle::serve::{PeerAddr, serve};
+use async_lifecycle::tokio::BuilderExt;
+use async_lifecycle::tower::SessionLayer;
+use async_lifecycle::{Lifecycle, State, WeakLifecycle};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tower::Layer;
+
+/// `/` answers `ok`; `/sleep` after 300 ms. Each request a session named with its peer.
+fn app(
+    lc: WeakLifecycle,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<async_lifecycle::tower::SessionBody<Full<Bytes>>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    let name = |req: &Request<Incoming>| {
+        let peer = req
+            .extensions()
+            .get::<PeerAddr>()
+            .expect("serve inserts it");
+        format!("{} {} from {}", req.method(), req.uri().path(), peer.0)
+    };
+    SessionLayer::new(lc, name).layer(tower::service_fn(|req: Request<Incoming>| async move {
+        if req.uri().path() == "/sleep" {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    }))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn connections_in_the_backlog_at_the_stop_are_served_then_the_listener_closes() {
+    let lc = Lifecycle::builder()
+        .grace(Duration::from_secs(10))
+        .tokio()
+        .build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let weak = lc.downgrade();
+    let service = app(lc.downgrade());
+    lc.service("http", move |stop| serve(weak, listener, service, stop))
+        .unwrap();
+    // The accept loop runs, and waits.
+    tokio::task::yield_now().await;
+
+    // On this one thread, without yielding: the kernel completes these handshakes and
+    // queues them in the backlog; the server has not accepted them when the stop comes.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        clients.push(tokio::net::TcpStream::from_std(tcp).unwrap());
+    }
+    lc.stop("deploy");
+
+    for mut client in clients {
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut answer))
+            .await
+            .expect("answered and closed in time")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+        assert!(answer.contains("connection: close\r\n"), "{answer:?}");
+        assert!(answer.ends_with("\r\n\r\nok"), "{answer:?}");
+    }
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(refused.is_err(), "the listener is closed");
+
+    let report = lc.wait().await;
+    assert_eq!(report.state(), State::Terminated, "{report}");
+    // The listening session, three connections, three requests.
+    assert_eq!(report.sessions().completed(), 7, "{report}");
+    assert_eq!(report.sessions().refused(), 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_in_flight_finish_then_the_connection_gets_a_goaway() {
+    let lc = Lifecycle::builder()
+        .grace(Duration::from_secs(10))
+        .tokio()
+        .build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let weak = lc.downgrade();
+    let service = app(lc.downgrade());
+    lc.service("http", move |stop| serve(weak, listener, service, stop))
+        .unwrap();
+
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = Request::get(format!("http://{addr}/sleep"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    // The request is in flight on the server when the stop comes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lc.stop("deploy");
+
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("connection").is_none(),
+        "no connection header on HTTP/2"
+    );
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.data().await {
+        text.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(text, b"ok");
+
+    // The server's GOAWAY ends the connection cleanly (an EOF without it is an error).
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the connection ends after the linger")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    // And no new stream is accepted on it.
+    let again = Request::get(format!("http://{addr}/")).body(()).unwrap();
+    assert!(client.send_request(again, true).is_err());
+
+    let report = lc.wait().await;
+    assert_eq!(report.state(), State::Terminated, "{report}");
+    assert_eq!(report.sessions().completed(), 3, "{report}");
+}
