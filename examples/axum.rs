@@ -67,7 +67,11 @@ async fn run(args: Args) -> u8 {
             return EXIT_SETUP;
         }
     };
-    let lc = Lifecycle::builder().grace(args.grace).tokio().build();
+    let lc = Lifecycle::builder()
+        .grace(args.grace)
+        .pre_drain(args.pre_drain)
+        .tokio()
+        .build();
     // Signal handlers first: once the line below is printed, a signal must drain, not kill.
     let until_signal = lc.run_until_signal();
 

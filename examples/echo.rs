@@ -54,6 +54,7 @@ async fn serve(args: Args, ex: Arc<Executor<'static>>) -> u8 {
     };
     let lc = Lifecycle::builder()
         .grace(args.grace)
+        .pre_drain(args.pre_drain)
         .smol(ex.clone())
         .build();
     // Signal handlers first: once the line below is printed, a signal must drain, not kill.

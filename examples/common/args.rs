@@ -1,5 +1,7 @@
 //! The command line shared by the `echo` and `http` examples (their contract is in
-//! issue 4 and in each example's docs): `--listen ADDR` and `--grace DURATION`.
+//! issue 4 and in each example's docs): `--listen ADDR`, `--grace DURATION` and
+//! `--pre-drain DURATION` (`Builder::pre_drain`: keep serving, not ready, that long after the
+//! signal before the drain begins; default 0).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -14,14 +16,15 @@ pub const EXIT_SETUP: u8 = 71;
 pub struct Args {
     pub listen: SocketAddr,
     pub grace: Duration,
+    pub pre_drain: Duration,
 }
 
 /// The flags from the process's arguments. `--help` prints the usage and exits 0; bad flags
 /// print one usage line on standard error and exit [`EXIT_USAGE`].
 pub fn from_env(program: &str) -> Result<Args, ExitCode> {
     let usage = format!(
-        "usage: {program} [--listen ADDR] [--grace DURATION] \
-         (defaults: --listen 127.0.0.1:7878 --grace 10s; durations like 500ms, 3s)"
+        "usage: {program} [--listen ADDR] [--grace DURATION] [--pre-drain DURATION] \
+         (defaults: --listen 127.0.0.1:7878 --grace 10s --pre-drain 0s; durations like 500ms, 3s)"
     );
     match parse_args(std::env::args().skip(1)) {
         Ok(Some(args)) => Ok(args),
@@ -56,6 +59,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut parsed = Args {
         listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
         grace: Duration::from_secs(10),
+        pre_drain: Duration::ZERO,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -67,7 +71,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         if flag == "-h" || flag == "--help" {
             return Ok(None);
         }
-        if flag != "--listen" && flag != "--grace" {
+        if flag != "--listen" && flag != "--grace" && flag != "--pre-drain" {
             return Err(format!("unknown argument {flag:?}"));
         }
         let value = match inline.or_else(|| args.next()) {
@@ -79,9 +83,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                 format!("invalid --listen {value:?}: expected HOST:PORT, like 127.0.0.1:0")
             })?;
         } else {
-            parsed.grace = parse_duration(&value).ok_or_else(|| {
-                format!("invalid --grace {value:?}: expected a duration like 500ms or 3s")
+            let duration = parse_duration(&value).ok_or_else(|| {
+                format!("invalid {flag} {value:?}: expected a duration like 500ms or 3s")
             })?;
+            if flag == "--grace" {
+                parsed.grace = duration;
+            } else {
+                parsed.pre_drain = duration;
+            }
         }
     }
     Ok(Some(parsed))
