@@ -15,31 +15,27 @@
 //!
 //! # The server with async-lifecycle
 //!
-//! The accept loop is a [service](crate::Lifecycle::service); every connection is a
-//! session named `conn PEER`, wrapped in a [`ConnectionSession`] and inserted into each of
-//! its requests; [`SessionLayer`] runs each request as a [child](crate::Session::child)
-//! of its connection's session, named `GET /path`. [`Builder::pre_drain`] keeps serving,
-//! not ready, for 5 s after the signal; [`run_until_signal`] returns the [`Report`], and
-//! `main` returns it, so the exit status says what happened.
+//! [`serve`] is the accept loop, run as a [service](crate::Lifecycle::service): every
+//! connection is a session named `conn PEER`, inserted into each of its requests as a
+//! [`ConnectionSession`]; [`SessionLayer`] runs each request as a
+//! [child](crate::Session::child) of its connection's session, named `GET /path`.
+//! [`Builder::pre_drain`] keeps serving, not ready, for 5 s after the signal;
+//! [`run_until_signal`] returns the [`Report`], and `main` returns it, so the exit status
+//! says what happened.
 //!
 //! ```no_run
 //! use std::error::Error;
-//! use std::io::ErrorKind;
-//! use std::net::SocketAddr;
 //! use std::time::Duration;
 //!
+//! use async_lifecycle::serve::serve;
 //! use async_lifecycle::tokio::BuilderExt;
-//! use async_lifecycle::tower::{ConnectionSession, SessionLayer};
-//! use async_lifecycle::{Lifecycle, Probe, Report, Session, StopSignal, WeakLifecycle};
+//! use async_lifecycle::tower::SessionLayer;
+//! use async_lifecycle::{Lifecycle, Probe, Report, WeakLifecycle};
 //! use axum::Router;
 //! use axum::body::Body;
 //! use axum::http::{Request, StatusCode};
 //! use axum::routing::get;
-//! use hyper::body::Incoming;
-//! use hyper_util::rt::{TokioExecutor, TokioIo};
-//! use hyper_util::server::conn::auto;
-//! use tokio::net::{TcpListener, TcpStream};
-//! use tower::ServiceExt;
+//! use tokio::net::TcpListener;
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<Report, Box<dyn Error>> {
@@ -53,7 +49,9 @@
 //!     let listener = TcpListener::bind("0.0.0.0:8080").await?;
 //!     let app = app(lc.downgrade());
 //!     let weak = lc.downgrade();
-//!     lc.service("http", move |stop| accept_loop(listener, app, weak, stop))?;
+//!     // Accepts until the drain, then serves the listener's backlog and closes it; each
+//!     // connection lingers if idle, then closes gracefully, under its own session.
+//!     lc.service("http", move |stop| serve(weak, listener, app, stop))?;
 //!
 //!     // The first SIGTERM or SIGINT: the pre-drain, then the drain; a second one forces.
 //!     let report = lc.run_until_signal().await?;
@@ -86,99 +84,33 @@
 //!     let status = StatusCode::from_u16(probe.status()).expect("200 or 503");
 //!     (status, probe.reason().to_owned())
 //! }
-//!
-//! /// Accepts until the stop; then serves the listener's backlog and closes it.
-//! async fn accept_loop(
-//!     listener: TcpListener,
-//!     app: Router,
-//!     lc: WeakLifecycle,
-//!     mut stop: StopSignal,
-//! ) -> std::io::Result<()> {
-//!     // Every connection is a child of this session: a child is admitted while its parent
-//!     // lives, so the backlog's connections, taken after the stop, are sessions too.
-//!     let Ok(accepting) = lc.unnamed_session() else {
-//!         return Ok(()); // stopped before it began: nothing to serve
-//!     };
-//!     loop {
-//!         tokio::select! {
-//!             biased;
-//!             () = &mut stop => break,
-//!             accepted = listener.accept() => match accepted {
-//!                 Ok((tcp, peer)) => connection(tcp, peer, &accepting, &app),
-//!                 Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
-//!                 Err(e) => return Err(e), // fails the service: reported, exit status 1
-//!             },
-//!         }
-//!     }
-//!     // The kernel completed these handshakes before the stop: serve them rather than let
-//!     // the close reset them.
-//!     let listener = listener.into_std()?;
-//!     loop {
-//!         match listener.accept() {
-//!             Ok((tcp, peer)) => {
-//!                 tcp.set_nonblocking(true)?;
-//!                 connection(TcpStream::from_std(tcp)?, peer, &accepting, &app);
-//!             }
-//!             // The backlog is empty: returning closes the listener and ends `accepting`.
-//!             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-//!             Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
-//!             Err(e) => return Err(e),
-//!         }
-//!     }
-//! }
-//!
-//! /// Serves one connection, HTTP/1 or HTTP/2, as the session `conn PEER`.
-//! fn connection(tcp: TcpStream, peer: SocketAddr, accepting: &Session, app: &Router) {
-//!     // Refused only once the lifecycle has ended.
-//!     let Ok(session) = accepting.child(format!("conn {peer}")) else {
-//!         return;
-//!     };
-//!     let conn = ConnectionSession::new(session);
-//!     let stop = conn.0.stop_signal();
-//!     let app = app.clone();
-//!     // Each request carries its connection's session; the layer begins the request's
-//!     // session under it, so a request this connection delivered is served while draining.
-//!     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-//!         req.extensions_mut().insert(conn.clone());
-//!         app.clone().oneshot(req)
-//!     });
-//!     tokio::spawn(async move {
-//!         let http = auto::Builder::new(TokioExecutor::new());
-//!         let serving = http.serve_connection(TokioIo::new(tcp), service);
-//!         tokio::pin!(serving);
-//!         tokio::select! {
-//!             _ = serving.as_mut() => return,
-//!             () = stop => {}
-//!         }
-//!         // Draining: a request arriving on an idle kept-alive connection within a second
-//!         // is still answered (with `Connection: close`); then the connection is closed
-//!         // (HTTP/2: GOAWAY, and its streams in flight finish).
-//!         tokio::select! {
-//!             _ = serving.as_mut() => return,
-//!             () = tokio::time::sleep(Duration::from_secs(1)) => {}
-//!         }
-//!         serving.as_mut().graceful_shutdown();
-//!         let _ = serving.await;
-//!     }); // the connection's session ends with the task, which holds its last clone
-//! }
 //! ```
 //!
 //! On SIGTERM:
 //!
 //! 1. **0 s, the pre-drain**: `/ready` answers 503; everything else is served as before and
 //!    new connections are still accepted. The stop's cause is `received SIGTERM`.
-//! 2. **5 s, the drain**: the [`StopSignal`]s fire. The accept loop serves what the kernel
-//!    had already accepted and closes the listener. Requests in flight finish; every HTTP/1
-//!    response from now on says `Connection: close`; a request arriving on a connection
-//!    that is still open is served; a request with no connection session (none here)
-//!    would be answered `503` with `Retry-After: 1`, its handler not called.
+//! 2. **5 s, the drain**: the [`StopSignal`]s fire. [`serve`] takes the connections the
+//!    kernel had already accepted (the listener's backlog), serves them, and closes the
+//!    listener. Requests in flight finish; every HTTP/1 response from now on says
+//!    `Connection: close`. An idle kept-alive connection lingers — a quarter of the time
+//!    left, at most 1 s ([`Serve::linger`](crate::serve::Serve::linger)) — so a request
+//!    arriving on it is still served; then each connection is closed gracefully (HTTP/1:
+//!    closed after its response; HTTP/2: GOAWAY, and its streams in flight finish). A
+//!    request half sent by then is waited for and answered. A request with no connection
+//!    session (none here) would be answered `503` with `Retry-After: 1`, its handler not
+//!    called.
 //! 3. **When the last session ends**, or at **20 s** at the latest, `run_until_signal`
 //!    returns the report. Whatever still runs at the deadline is named in it —
-//!    `ABANDONED GET /slow  (age 19.200s, under conn 10.0.0.7:5123)` — and the exit status
-//!    is 2.
+//!    `ABANDONED GET /slow  (age 19.200s, under conn 10.0.0.7:5123)`, or, for a client
+//!    stalled mid-request, its connection: `ABANDONED conn 10.0.0.7:5124  (age 19.200s)` —
+//!    and the exit status is 2.
 //!
-//! `examples/http.rs` is the same server on hyper without axum and the layer, with the
-//! command line, output and exit statuses that `scripts/load.py` checks under load.
+//! `examples/axum.rs` is the same server shape, and `examples/http.rs` the same on a plain
+//! `tower::service_fn`, with the command line, output and exit statuses that
+//! `scripts/load.py` checks under load. [`serve`] takes a tokio `TcpListener`; on another
+//! transport (TLS, a Unix socket) the loop is written by hand, inserting a
+//! [`ConnectionSession`] per connection as the [`tower`](crate::tower) module shows.
 //!
 //! # Coming from tokio-graceful-shutdown
 //!
@@ -277,17 +209,22 @@
 //! |---|---|
 //! | `Toplevel::new(..)` | [`Lifecycle::builder()`](crate::Lifecycle::builder)`…build()` |
 //! | `SubsystemBuilder::new("http", http)` | [`lc.service("http", ..)`](crate::Lifecycle::service) |
-//! | `subsys.on_shutdown_requested()`, `cancel_on_shutdown` | the service's [`StopSignal`], in a `select!` |
+//! | `subsys.on_shutdown_requested()`, `cancel_on_shutdown` | the service's [`StopSignal`], handed to [`serve`] (or in a `select!` of your own) |
 //! | `.catch_signals()` | [`lc.run_until_signal()`](crate::Lifecycle::run_until_signal) (a second signal forces) |
 //! | `.handle_shutdown_requests(timeout)` | [`Builder::grace`](crate::Builder::grace), enforced by `run_until_signal` |
-//! | a `TaskTracker` for connections | a session per connection and per request ([`ConnectionSession`], [`SessionLayer`]) |
+//! | the accept loop, `serve_connection`, `graceful_shutdown` | [`serve(weak, listener, app, stop)`](crate::serve::serve) |
+//! | a `TaskTracker` for connections | a session per connection ([`serve`]) and per request ([`SessionLayer`]) |
 //! | `Result<(), GracefulShutdownError>` from `main` | the [`Report`] from `main` |
 //!
 //! What you gain:
 //!
+//! - **The server's part written once**: the accept loop and each connection's drain are
+//!   [`serve`], one line, where the version above writes about thirty lines of its own —
+//!   and still resets the backlog and cuts off a request half sent.
 //! - **Names**: a straggler is a request named with its connection
-//!   (`ABANDONED GET /slow  (age 19.200s, under conn 10.0.0.7:5123)`), not a subsystem
-//!   that timed out. Sessions are cheap enough for every request, which subsystems are not.
+//!   (`ABANDONED GET /slow  (age 19.200s, under conn 10.0.0.7:5123)`), or a connection whose
+//!   client stalled mid-request, not a subsystem that timed out. Sessions are cheap enough
+//!   for every request, which subsystems are not.
 //! - **The report**: a value — what was admitted, completed, refused, panicked, abandoned,
 //!   each service's outcome and the stop's cause — that `main` prints and returns, and a
 //!   test can assert on ([`Report::sessions`], [`Report::service`]); panics keep their
@@ -297,10 +234,13 @@
 //!   within it ([`ServiceOptions::stop_budget`](crate::ServiceOptions::stop_budget)), and
 //!   at the deadline the stragglers are named rather than summed up as a timeout error.
 //! - **Nothing lost at the backlog**: the connections the kernel completed before the
-//!   signal are served — as sessions, children of `accepting`, so the drain waits for them
-//!   and names them — not reset when the listener closes; and a request arriving on an
-//!   idle kept-alive connection just as the drain begins is answered, with
-//!   `Connection: close`, rather than meeting a closed socket.
+//!   signal are served — as sessions, children of the one [`serve`] holds while listening,
+//!   so the drain waits for them and names them — not reset when the listener closes.
+//! - **Nothing lost at the close**: a request arriving on an idle kept-alive connection
+//!   just as the drain begins is answered, with `Connection: close`, rather than meeting a
+//!   closed socket (the linger); a request half sent when the connection is to close is
+//!   waited for and answered rather than cut off; HTTP/2 gets a GOAWAY and its streams in
+//!   flight finish.
 //! - **Readiness and the pre-drain**: [`Snapshot::readiness`] fails from the signal while
 //!   [`Builder::pre_drain`] keeps serving, so no `preStop` sleep is needed (see
 //!   [Deploying it](#deploying-it)).
@@ -308,8 +248,8 @@
 //!   deadline ([`Report::exit_code`]); tokio-graceful-shutdown's `main` exits 1 for both of
 //!   the last two.
 //!
-//! Nothing is lost by moving: the service's future can keep using tokio (here: `select!`
-//! on the [`StopSignal`]), nested subsystems become [`Lifecycle::nest`](crate::Lifecycle::nest)
+//! Nothing is lost by moving: a service's future can keep using tokio (a `select!` on its
+//! [`StopSignal`]), nested subsystems become [`Lifecycle::nest`](crate::Lifecycle::nest)
 //! or [`ServiceOptions::after`](crate::ServiceOptions::after), and a subsystem that
 //! requests the shutdown calls [`WeakLifecycle::stop`](crate::WeakLifecycle::stop) with a
 //! cause.
@@ -406,14 +346,18 @@
 //! | `token.cancel()` at a signal you catch | [`lc.run_until_signal()`](crate::Lifecycle::run_until_signal), or [`lc.stop(cause)`](crate::Lifecycle::stop) |
 //! | `token.cancelled()` | [`StopSignal`] (a service's, [`Session::stop_signal`](crate::Session::stop_signal), [`WeakLifecycle::stop_signal`](crate::WeakLifecycle::stop_signal)) |
 //! | `!token.is_cancelled()` for readiness | [`Snapshot::readiness`]: 503 with the reason (`stopping: received SIGTERM`, a service not ready) |
-//! | `tracker.spawn(..)` per connection | a session per connection ([`Session::child`](crate::Session::child)) and per request ([`SessionLayer`]) |
+//! | the accept loop, `serve_connection`, `graceful_shutdown` | [`serve(weak, listener, app, stop)`](crate::serve::serve) |
+//! | `tracker.spawn(..)` per connection | a session per connection ([`serve`]) and per request ([`SessionLayer`]) |
 //! | `tracker.close(); timeout(d, tracker.wait())` | [`Builder::grace`](crate::Builder::grace); the lifecycle waits and enforces it |
 //! | `Result<(), _>` from `main` | the [`Report`] from `main` |
 //!
 //! What you gain:
 //!
+//! - **The server's part written once**: the accept loop and each connection's drain are
+//!   [`serve`], one line, not the thirty or so above that each program writes.
 //! - **Names**: the tracker counts tasks; a session has a name, and a request's names its
-//!   connection, so the report says which request on which connection was still running.
+//!   connection, so the report says which request on which connection was still running,
+//!   or which connection's client stalled mid-request.
 //! - **The report**: every request's outcome counted — completed, refused, panicked (with
 //!   its message; a panicking tracked task leaves only the panic hook's line), abandoned —
 //!   and the stop's cause (`received SIGTERM`), as a value `main` prints and returns.
@@ -423,6 +367,9 @@
 //!   signal are served, as sessions, not reset by the close; a request a connection
 //!   delivered is served while draining, with `Connection: close`, and each HTTP/1 response
 //!   from then on tells its client not to reuse the connection.
+//! - **Nothing lost at the close**: an idle kept-alive connection lingers before it is
+//!   closed, so a request its client sent just as the drain began is answered; a request
+//!   half sent is waited for rather than cut off; HTTP/2 gets a GOAWAY.
 //! - **Readiness and the pre-drain**: not ready at the signal, still serving for
 //!   [`Builder::pre_drain`]; with a token, readiness fails when the listener closes.
 //! - **Exit statuses**: 0 clean, 1 a service failed or panicked, 2 work abandoned at the
@@ -430,8 +377,8 @@
 //!
 //! The cost: a named session is one clock read and an uncontended lock more than an
 //! unnamed one, which costs about what a `TaskTracker` token does (see `BENCHMARKS.md`).
-//! Only the server itself needs tokio: the sessions and the layer run on any executor
-//! (`.smol(executor)` on the builder, with the `async-io` feature).
+//! Only the server itself — [`serve`] — needs tokio: the sessions and the layer run on any
+//! executor (`.smol(executor)` on the builder, with the `async-io` feature).
 //!
 //! # Deploying it
 //!
@@ -443,6 +390,7 @@
 //! repository is a Deployment and a Service for this server with both options explained;
 //! the README's "Kubernetes" and "systemd" sections say more.
 //!
+//! [`serve`]: crate::serve::serve
 //! [`ConnectionSession`]: crate::tower::ConnectionSession
 //! [`SessionLayer`]: crate::tower::SessionLayer
 //! [`Builder::pre_drain`]: crate::Builder::pre_drain
@@ -455,9 +403,6 @@
 //! [`Snapshot::readiness`]: crate::Snapshot::readiness
 
 // Built for the documentation only (`cfg(any(doc, doctest))` in lib.rs), with the
-// features its examples use.
-#![cfg(all(feature = "tower", feature = "tokio", feature = "signal", unix))]
-#![cfg_attr(
-    docsrs,
-    doc(cfg(all(feature = "tower", feature = "tokio", feature = "signal", unix)))
-)]
+// features its examples use (`serve` brings `tower` and `tokio`).
+#![cfg(all(feature = "serve", feature = "signal", unix))]
+#![cfg_attr(docsrs, doc(cfg(all(feature = "serve", feature = "signal", unix))))]

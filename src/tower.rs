@@ -25,8 +25,10 @@
 //!   are forbidden: close those connections with a GOAWAY; not on `101 Switching Protocols`).
 //!
 //! The layer only sees requests: the server still has to stop accepting at the stop, close
-//! idle kept-alive connections, and keep each connection's session until the connection ends
-//! (see `examples/http.rs`).
+//! idle kept-alive connections, and keep each connection's session until the connection ends.
+//! `serve::serve` (feature `serve`) does that part for any tower service on tokio, an axum
+//! `Router` behind this layer included, and inserts each connection's [`ConnectionSession`]
+//! into its requests (see `examples/axum.rs`).
 //!
 //! # Examples
 //!
