@@ -28,7 +28,6 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
 
 #[path = "common/args.rs"]
 mod args;
@@ -53,10 +52,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> u8 {
-    let listener = match TcpListener::bind(args.listen).await {
+    let listener = match args::listener("axum", &args).await {
         Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("axum: cannot listen on {}: {e}", args.listen);
+        Err(message) => {
+            eprintln!("{message}");
             return EXIT_SETUP;
         }
     };

@@ -51,7 +51,6 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::net::TcpListener;
 use tower::Layer;
 
 #[path = "common/args.rs"]
@@ -85,10 +84,10 @@ async fn run(args: Args) -> u8 {
             return EXIT_SETUP;
         }
     };
-    let listener = match TcpListener::bind(args.listen).await {
+    let listener = match args::listener("http", &args).await {
         Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("http: cannot listen on {}: {e}", args.listen);
+        Err(message) => {
+            eprintln!("{message}");
             return EXIT_SETUP;
         }
     };

@@ -110,3 +110,31 @@ fn parse_duration(text: &str) -> Option<Duration> {
     };
     Duration::try_from_secs_f64(seconds).ok()
 }
+
+/// The listening socket: the one systemd (or `systemd-socket-activate`, `systemfd`) passed as
+/// fd 3 when `LISTEN_FDS` is set (socket activation; `--listen` is then ignored), else a new
+/// one bound to `--listen`. An inherited fd that is not a listening TCP socket is an error
+/// that says so (the caller exits [`EXIT_SETUP`]).
+#[allow(dead_code, reason = "the echo example binds its own (smol) listener")]
+pub async fn listener(program: &str, args: &Args) -> Result<tokio::net::TcpListener, String> {
+    let mut inherited = listenfd::ListenFd::from_env();
+    if inherited.len() > 0 {
+        let listener = match inherited.take_tcp_listener(0) {
+            Ok(Some(listener)) => listener,
+            Ok(None) => return Err(format!("{program}: LISTEN_FDS is set but fd 3 was taken")),
+            Err(e) => {
+                return Err(format!(
+                    "{program}: the inherited fd 3 (LISTEN_FDS) is not a listening TCP socket: {e}"
+                ));
+            }
+        };
+        listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+            .map_err(|e| format!("{program}: cannot use the inherited fd 3 (LISTEN_FDS): {e}"))
+    } else {
+        tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("{program}: cannot listen on {}: {e}", args.listen))
+    }
+}
