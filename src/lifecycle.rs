@@ -806,7 +806,9 @@ impl Builder {
     /// readiness probe fails and load balancers take the backend out before it refuses
     /// anything (the endpoint-removal race, kubernetes#89263). The delay is spent inside
     /// the grace — the deadline stays `grace` after the request, so the stop costs
-    /// max(delay, drain), never their sum — and is capped by it. A failure, a force or a
+    /// max(delay, drain), never their sum — and is capped by it: the drain then has the
+    /// grace minus the delay (a delay as long as the grace leaves it none, and whatever is
+    /// still running is abandoned at once). A failure, a force or a
     /// second signal (which forces) ends the pre-drain at once; the first cause is kept.
     ///
     /// Kubernetes: a preStop sleep plus this lifecycle's grace plus a margin must fit in

@@ -159,8 +159,8 @@ impl Snapshot {
         self.stopping
     }
 
-    /// Whether the stop was requested (draining, or ended): what a readiness probe reports
-    /// as not ready.
+    /// Whether the lifecycle is draining or has ended. (In a pre-drain it still runs: use
+    /// [`is_ready`](Self::is_ready) or [`readiness`](Self::readiness) for a probe.)
     pub fn is_stopped(&self) -> bool {
         self.state != State::Running
     }

@@ -172,3 +172,59 @@ sys.stderr.write(r.stderr)
         assert_eq!(stderr.lines().count(), 1, "{name}: one line: {stderr}");
     }
 }
+
+/// fd 3 a TCP socket that does not listen — never bound, or connected (what systemd passes
+/// with `Accept=yes`): one clear line and exit 71 before anything is printed on stdout.
+#[test]
+fn an_inherited_tcp_socket_that_does_not_listen_is_a_clear_error() {
+    let script = r#"
+import os, socket, subprocess, sys
+kind = sys.argv[1]
+if kind == "unbound":
+    s = socket.socket()
+else:
+    server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+    s = socket.create_connection(server.getsockname())
+os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+env = dict(os.environ, LISTEN_FDS="1")
+r = subprocess.run(sys.argv[2:], pass_fds=(3,), env=env, capture_output=True, text=True, timeout=20)
+sys.stdout.write(str(r.returncode) + "\n" + r.stdout)
+sys.stderr.write(r.stderr)
+"#;
+    for kind in ["unbound", "connected"] {
+        let exe = example("http");
+        let output = Command::new("python3")
+            .args(["-c", script, kind, exe.to_str().unwrap(), "--grace", "1s"])
+            .output()
+            .expect("python3 runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stdout.lines().next(),
+            Some("71"),
+            "{kind}: {stdout} {stderr}"
+        );
+        assert_eq!(
+            stdout.lines().count(),
+            1,
+            "{kind}: no 'listening on': {stdout}"
+        );
+        assert!(
+            stderr.contains("is not a listening TCP socket"),
+            "{kind}: {stderr}"
+        );
+    }
+}
+
+/// A pre-drain as long as the grace would leave the drain no time: a usage error.
+#[test]
+fn a_pre_drain_not_shorter_than_the_grace_is_a_usage_error() {
+    let output = Command::new(example("http"))
+        .args(["--grace", "2s", "--pre-drain", "2s"])
+        .output()
+        .expect("the example runs");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("leaves the drain no time"), "{stderr}");
+}

@@ -93,6 +93,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             }
         }
     }
+    if !parsed.pre_drain.is_zero() && parsed.pre_drain >= parsed.grace {
+        return Err(format!(
+            "--pre-drain {:?} leaves the drain no time: it must be shorter than --grace {:?}",
+            parsed.pre_drain, parsed.grace
+        ));
+    }
     Ok(Some(parsed))
 }
 
@@ -128,10 +134,23 @@ pub async fn listener(program: &str, args: &Args) -> Result<tokio::net::TcpListe
                 ));
             }
         };
-        listener
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpListener::from_std(listener))
-            .map_err(|e| format!("{program}: cannot use the inherited fd 3 (LISTEN_FDS): {e}"))
+        // `listenfd` checks that fd 3 is a TCP stream socket, not that it listens: a bound,
+        // unbound or connected one (systemd's `Accept=yes`) would fail at the first accept.
+        // Unbound: refused here; bound or listening: `listen` makes it (or keeps it)
+        // listening; connected: `listen` fails (EINVAL).
+        let not_listening = |e: std::io::Error| {
+            format!("{program}: the inherited fd 3 (LISTEN_FDS) is not a listening TCP socket: {e}")
+        };
+        match listener.local_addr() {
+            Ok(addr) if addr.port() != 0 => {}
+            Ok(_) => return Err(not_listening(std::io::Error::other("it is not bound"))),
+            Err(e) => return Err(not_listening(e)),
+        }
+        listener.set_nonblocking(true).map_err(not_listening)?;
+        let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(
+            std::os::fd::OwnedFd::from(listener),
+        ));
+        socket.listen(1024).map_err(not_listening)
     } else {
         tokio::net::TcpListener::bind(args.listen)
             .await
