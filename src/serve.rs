@@ -20,7 +20,10 @@
 //!   `Connection: close`): the race where the server closes an idle connection just as the
 //!   client sends on it is designed away. Then each connection is shut down gracefully with
 //!   hyper's `graceful_shutdown`: an idle HTTP/1 connection is closed, a busy one closes after
-//!   its response; HTTP/2 gets a GOAWAY and the streams in flight finish.
+//!   its response; HTTP/2 gets a GOAWAY and the streams in flight finish. An HTTP/1
+//!   response begun before the stop (so it did not say `Connection: close`) and still being
+//!   sent when the linger ends is let finish first, then the connection lingers again: its
+//!   client may send the next request the moment it ends, and that request is answered.
 //! - **A request half received** (HTTP/1 bytes read since the last response, its head not
 //!   complete) is waited for after the linger rather than cut off: once it is complete it is
 //!   answered, with `Connection: close`. A client that stalls mid-request past the grace is
@@ -73,7 +76,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -305,9 +308,24 @@ async fn connection<S, B>(
     if let Either::Left(_) = select(conn.as_mut(), pin!(tokio::time::sleep(linger))).await {
         return;
     }
+    watch.watched.store(true, Ordering::Relaxed);
+    // A response that began before the stop (so it did not say `Connection: close`) and is
+    // still being sent: its client may send its next request the moment it ends, and the
+    // graceful shutdown would close the connection without reading it. Wait for it to end,
+    // then linger again for that request (answered with `Connection: close`).
+    if watch.unmarked.load(Ordering::Acquire) > 0 {
+        while watch.unmarked.load(Ordering::Acquire) > 0 {
+            if let Either::Left(_) = select(conn.as_mut(), pin!(watch.changed.notified())).await {
+                return;
+            }
+        }
+        let linger = default_linger(&stop).min(linger);
+        if let Either::Left(_) = select(conn.as_mut(), pin!(tokio::time::sleep(linger))).await {
+            return;
+        }
+    }
     // A request half received is not cut off: wait for its head (then the graceful shutdown
     // closes the connection after its response), or for the deadline to abandon it.
-    watch.watched.store(true, Ordering::Relaxed);
     while watch.mid_request() {
         if let Either::Left(_) = select(conn.as_mut(), pin!(watch.changed.notified())).await {
             return;
@@ -329,6 +347,9 @@ fn default_linger(stop: &StopSignal) -> Duration {
 /// What a connection last did, as far as a half-received HTTP/1 request goes.
 #[derive(Default)]
 struct Watch {
+    /// HTTP/1 responses sent without `Connection: close` (begun before the stop) whose body
+    /// is still being written.
+    unmarked: AtomicUsize,
     last: AtomicU8,
     /// Set once the connection task waits on `changed`.
     watched: AtomicBool,
@@ -452,7 +473,7 @@ impl<S, B> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone,
 {
-    type Response = Response<B>;
+    type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
     type Future = ClosingFuture<TowerToHyperServiceFuture<S, Request<Incoming>>>;
 
@@ -465,6 +486,7 @@ where
         ClosingFuture {
             future: hyper::service::Service::call(&self.inner, request),
             lc: http1.then(|| self.lc.clone()),
+            watch: self.watch.clone(),
         }
     }
 }
@@ -477,6 +499,7 @@ pin_project! {
         future: F,
         // `Some` for HTTP/1.
         lc: Option<WeakLifecycle>,
+        watch: Arc<Watch>,
     }
 }
 
@@ -484,11 +507,12 @@ impl<F, B, E> Future for ClosingFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = F::Output;
+    type Output = Result<Response<TrackedBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut output = ready!(this.future.poll(cx));
+        let mut unmarked = false;
         if let (Ok(response), Some(lc)) = (&mut output, this.lc.as_ref()) {
             // Decided once the work is done: a request that began before the stop and ends
             // after it closes its connection too.
@@ -496,8 +520,64 @@ where
                 response
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
+            } else {
+                unmarked = true;
             }
         }
-        Poll::Ready(output)
+        let watch = this.watch;
+        Poll::Ready(output.map(|response| {
+            response.map(|body| {
+                let guard = unmarked.then(|| {
+                    watch.unmarked.fetch_add(1, Ordering::AcqRel);
+                    Unmarked(watch.clone())
+                });
+                TrackedBody {
+                    inner: body,
+                    _unmarked: guard,
+                }
+            })
+        }))
+    }
+}
+
+/// Counts a response sent without `Connection: close` until its body is dropped (hyper
+/// drops it once written, or when the connection ends).
+struct Unmarked(Arc<Watch>);
+
+impl Drop for Unmarked {
+    fn drop(&mut self) {
+        self.0.unmarked.fetch_sub(1, Ordering::AcqRel);
+        // A permit if nobody waits yet: the connection task's next `notified()` completes.
+        self.0.changed.notify_one();
+    }
+}
+
+pin_project! {
+    /// A response body, counted while it is being sent if its head did not say
+    /// `Connection: close`.
+    struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        _unmarked: Option<Unmarked>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -141,3 +141,96 @@ async fn http2_streams_in_flight_finish_then_the_connection_gets_a_goaway() {
     assert_eq!(report.state(), State::Terminated, "{report}");
     assert_eq!(report.sessions().completed(), 3, "{report}");
 }
+
+/// A response begun before the stop (its head says nothing of closing) whose body ends after
+/// the linger: its client sends the next request the moment it ends, on the same connection,
+/// and that request is answered (with `Connection: close`) rather than dropped by a close
+/// the client was never told about. (Found by the review of the serving work.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_after_a_response_streamed_across_the_linger_is_answered() {
+    use futures::{SinkExt, StreamExt};
+    use http_body_util::{BodyExt, StreamBody, combinators::BoxBody};
+    use hyper::body::Frame;
+    use tokio::io::AsyncWriteExt;
+
+    let lc = Lifecycle::builder()
+        .grace(Duration::from_secs(10))
+        .tokio()
+        .build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (chunks_tx, chunks_rx) = futures::channel::mpsc::channel::<Bytes>(1);
+    let chunks_rx = std::sync::Arc::new(std::sync::Mutex::new(Some(chunks_rx)));
+    let service = tower::service_fn(move |req: Request<Incoming>| {
+        let chunks = chunks_rx.clone();
+        async move {
+            let body: BoxBody<Bytes, Infallible> = if req.uri().path() == "/stream" {
+                let rx = chunks.lock().unwrap().take().expect("one stream");
+                BodyExt::boxed(StreamBody::new(
+                    rx.map(|b| Ok::<_, Infallible>(Frame::data(b))),
+                ))
+            } else {
+                BodyExt::boxed(Full::new(Bytes::from_static(b"ok")))
+            };
+            Ok::<_, Infallible>(Response::new(body))
+        }
+    });
+    let weak = lc.downgrade();
+    lc.service("http", move |stop| {
+        serve(weak, listener, service, stop).linger(Duration::from_millis(100))
+    })
+    .unwrap();
+
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut chunks = chunks_tx;
+    chunks.send(Bytes::from_static(b"first,")).await.unwrap();
+    let head = read_until(&mut tcp, "first,").await;
+    assert!(!head.contains("connection: close"), "{head}");
+    // An idle connection: closed at the end of the linger, which tells us it is over.
+    let mut marker = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::task::yield_now().await;
+    lc.stop("deploy");
+    let mut rest = String::new();
+    tokio::time::timeout(Duration::from_secs(5), marker.read_to_string(&mut rest))
+        .await
+        .expect("the idle connection is closed after the linger")
+        .unwrap();
+    chunks.send(Bytes::from_static(b"last")).await.unwrap();
+    drop(chunks); // the stream's end
+    read_until(&mut tcp, "last").await;
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer))
+        .await
+        .expect("answered and closed in time")
+        .unwrap();
+    assert!(answer.contains("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+    assert!(answer.contains("connection: close\r\n"), "{answer:?}");
+    let report = lc.wait().await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+/// Reads until `needle` arrived (or fails after 5 s).
+async fn read_until(tcp: &mut tokio::net::TcpStream, needle: &str) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed before {needle:?}: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("arrived in time");
+    String::from_utf8_lossy(&seen).into_owned()
+}
