@@ -633,6 +633,19 @@ impl WeakLifecycle {
         self.shared.stop.is_fired()
     }
 
+    /// Whether a stop was requested, including one still in its pre-drain
+    /// ([`Builder::pre_drain`]); takes the lifecycle's lock.
+    #[cfg_attr(not(all(feature = "systemd", unix)), allow(dead_code))]
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.shared.stop_requested()
+    }
+
+    /// Whether requested stops have a pre-drain.
+    #[cfg_attr(not(all(feature = "systemd", unix)), allow(dead_code))]
+    pub(crate) fn has_pre_drain(&self) -> bool {
+        self.shared.has_pre_drain()
+    }
+
     /// A future that resolves when the stop is requested.
     pub fn stop_signal(&self) -> StopSignal {
         StopSignal::new(self.shared.clone())

@@ -453,6 +453,18 @@ impl Shared {
         }
     }
 
+    /// Whether a stop was requested: draining or ended, or in its pre-drain.
+    #[cfg_attr(not(all(feature = "systemd", unix)), allow(dead_code))]
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop.is_fired() || lock(&self.core).machine.stop_pending().is_some()
+    }
+
+    /// Whether requested stops have a pre-drain.
+    #[cfg_attr(not(all(feature = "systemd", unix)), allow(dead_code))]
+    pub(crate) fn has_pre_drain(&self) -> bool {
+        lock(&self.core).machine.has_pre_drain()
+    }
+
     /// The grace this lifecycle allows.
     pub(crate) fn grace(&self) -> std::time::Duration {
         lock(&self.core).machine.grace()

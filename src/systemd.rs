@@ -17,7 +17,7 @@
 //! |---|---|
 //! | [`Snapshot::is_ready`] first holds (checked right away, then at growing intervals up to [`READY_POLL`]) | `READY=1` |
 //! | every `WATCHDOG_USEC`/2, from its start to the end of the lifecycle, when `WATCHDOG_USEC` is set and `WATCHDOG_PID` is unset or this process's id | `WATCHDOG=1` |
-//! | the stop (the lifecycle's [`StopSignal`](crate::StopSignal)) | `STOPPING=1` |
+//! | the stop (the lifecycle's [`StopSignal`](crate::StopSignal)); with a [pre-drain](crate::Builder::pre_drain), the request (looked for every [`READY_POLL`]) | `STOPPING=1` |
 //! | at once, then every [`STATUS_EVERY`] while draining | `STATUS=draining: 2 sessions; oldest: conn 10.0.0.7:5123 (12.0s)` and `EXTEND_TIMEOUT_USEC=` |
 //! | the end (`Terminated` or `Abandoned`) | nothing more: the future completes |
 //!
@@ -420,9 +420,12 @@ async fn run(mut out: Sender, lc: WeakLifecycle, clock: Arc<dyn Clock>, mut ende
     let mut ping = half.map(|h| clock.now() + h);
     let mut stop = lc.stop_signal();
 
-    // Running: READY=1 once ready, and the watchdog.
+    // Running: READY=1 once ready, and the watchdog. With a pre-drain, a stop is requested
+    // before the stop signal fires: looked for every READY_POLL, so that STOPPING=1 and the
+    // extension come at the request (the deadline is counted from it).
+    let pre_drain = lc.has_pre_drain();
     let mut ready_check = Some((clock.now(), READY_POLL_FIRST));
-    while !lc.is_stopped() {
+    while !lc.stop_requested() {
         let now = clock.now();
         if let Some((due, poll)) = ready_check {
             if now >= due {
@@ -435,7 +438,8 @@ async fn run(mut out: Sender, lc: WeakLifecycle, clock: Arc<dyn Clock>, mut ende
             }
         }
         feed(&mut out, &mut ping, half, now);
-        let wake = [ready_check.map(|(due, _)| due), ping]
+        let requested_check = pre_drain.then(|| now + READY_POLL);
+        let wake = [ready_check.map(|(due, _)| due), ping, requested_check]
             .into_iter()
             .flatten()
             .min();

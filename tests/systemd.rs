@@ -116,8 +116,13 @@ struct Server {
 
 impl Server {
     fn start(env: &[(&str, &str)]) -> Server {
+        Server::start_with(env, &[])
+    }
+
+    fn start_with(env: &[(&str, &str)], extra: &[&str]) -> Server {
         let mut child = Command::new(example("http"))
             .args(["--listen", "127.0.0.1:0", "--grace", "10s"])
+            .args(extra)
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
@@ -459,4 +464,46 @@ fn no_listener_at_the_socket_changes_nothing() {
     let (code, stderr) = server.wait();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stderr.contains("panicked at"), "{stderr}");
+}
+
+/// With a pre-drain, systemd hears of the stop when it is requested: `STOPPING=1` and an
+/// extension counted from the request come at once, not when the drain begins (else a
+/// `TimeoutStopSec=` shorter than the pre-drain would kill the server in it).
+#[test]
+fn a_pre_drain_is_announced_at_the_request() {
+    let systemd = Systemd::at_path();
+    let server = Server::start_with(
+        &[("NOTIFY_SOCKET", systemd.notify_socket.as_str())],
+        &["--pre-drain", "3s"],
+    );
+    let patience = Instant::now() + PATIENCE;
+    loop {
+        let (_, message) = systemd.next(patience).expect("READY=1 within the patience");
+        if message == "READY=1" {
+            break;
+        }
+    }
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let (stopping_at, extend) = loop {
+        let (at, message) = systemd.next(patience).expect("STOPPING=1");
+        if message == "STOPPING=1" {
+            let (_, status) = systemd.next(patience).expect("STATUS= and the extension");
+            let usec: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("EXTEND_TIMEOUT_USEC="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("an extension: {status:?}"));
+            break (at, Duration::from_micros(usec));
+        }
+    };
+    assert!(
+        stopping_at - signalled < Duration::from_millis(1500),
+        "STOPPING=1 {:?} after SIGTERM, before the 3 s pre-drain ended",
+        stopping_at - signalled
+    );
+    // The grace (10 s) counts from the request, plus a second's margin.
+    assert!(extend <= Duration::from_secs(11), "{extend:?}");
+    let (code, stderr) = server.wait();
+    assert_eq!(code, Some(0), "{stderr}");
 }

@@ -943,6 +943,11 @@ impl Machine {
         true
     }
 
+    /// Whether requested stops have a pre-drain (and a grace to spend it in).
+    pub fn has_pre_drain(&self) -> bool {
+        !self.pre_drain.is_zero() && !self.grace.is_zero()
+    }
+
     /// Whether a requested stop is in its pre-drain (running, not ready), and its cause.
     pub fn stop_pending(&self) -> Option<&StopCause> {
         self.pending.as_ref().map(|(_, cause, _)| cause)
