@@ -24,10 +24,10 @@ use async_lifecycle::serve::{PeerAddr, serve};
 use async_lifecycle::tokio::BuilderExt;
 use async_lifecycle::tower::SessionLayer;
 use axum::Router;
-use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tower::Layer;
 
 #[path = "common/args.rs"]
 mod args;
@@ -52,17 +52,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> u8 {
-    let listener = match args::listener("axum", &args).await {
-        Ok(listener) => listener,
+    let (listener, addr) = match args::listener("axum", &args).await {
+        Ok(bound) => bound,
         Err(message) => {
             eprintln!("{message}");
-            return EXIT_SETUP;
-        }
-    };
-    let addr = match listener.local_addr() {
-        Ok(addr) => addr,
-        Err(e) => {
-            eprintln!("axum: cannot read the listening address: {e}");
             return EXIT_SETUP;
         }
     };
@@ -87,8 +80,9 @@ async fn run(args: Args) -> u8 {
                 async move { (status, probe.reason().to_owned()) }
             }),
         )
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
-        .layer(SessionLayer::new(lc.downgrade(), name));
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") });
+    // Around the whole router, not `Router::layer` (which wraps, and re-boxes, every route).
+    let app = SessionLayer::new(lc.downgrade(), name).layer(app);
     lc.service("accept-loop", move |stop| async move {
         serve(weak, listener, app, stop).await?;
         eprintln!("axum: draining: listener closed");
@@ -104,7 +98,7 @@ async fn run(args: Args) -> u8 {
 }
 
 /// `GET /sleep?ms=60000 from 127.0.0.1:50312`.
-fn name(req: &Request<Body>) -> String {
+fn name<B>(req: &Request<B>) -> String {
     match req.extensions().get::<PeerAddr>() {
         Some(PeerAddr(peer)) => format!("{} {} from {peer}", req.method(), req.uri()),
         None => format!("{} {}", req.method(), req.uri()),

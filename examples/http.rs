@@ -84,17 +84,10 @@ async fn run(args: Args) -> u8 {
             return EXIT_SETUP;
         }
     };
-    let listener = match args::listener("http", &args).await {
-        Ok(listener) => listener,
+    let (listener, addr) = match args::listener("http", &args).await {
+        Ok(bound) => bound,
         Err(message) => {
             eprintln!("{message}");
-            return EXIT_SETUP;
-        }
-    };
-    let addr = match listener.local_addr() {
-        Ok(addr) => addr,
-        Err(e) => {
-            eprintln!("http: cannot read the listening address: {e}");
             return EXIT_SETUP;
         }
     };

@@ -50,15 +50,19 @@
 //! use async_lifecycle::serve::serve;
 //! use async_lifecycle::tokio::BuilderExt;
 //! use async_lifecycle::tower::SessionLayer;
-//! use axum::{Router, body::Body, http::Request, routing::get};
+//! use axum::{Router, http::Request, routing::get};
+//! use hyper::body::Incoming;
+//! use tower::Layer;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let lc = Lifecycle::builder().grace(Duration::from_secs(10)).tokio().build();
-//! let app = Router::new().route("/", get(|| async { "ok" })).layer(SessionLayer::new(
-//!     lc.downgrade(),
-//!     |req: &Request<Body>| format!("{} {}", req.method(), req.uri().path()),
-//! ));
+//! let router = Router::new().route("/", get(|| async { "ok" }));
+//! // Around the whole router: `Router::layer` would wrap (and re-box) every route.
+//! let app = SessionLayer::new(lc.downgrade(), |req: &Request<Incoming>| {
+//!     format!("{} {}", req.method(), req.uri().path())
+//! })
+//! .layer(router);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let weak = lc.downgrade();
 //! lc.service("http", move |stop| serve(weak, listener, app, stop))?;

@@ -125,6 +125,10 @@ impl From<Session> for ConnectionSession {
 ///
 /// `name` names each request's session: any `Fn(&http::Request<B>) -> R` where `R` is a
 /// `String`, a `&'static str` or a `Cow<'static, str>`.
+///
+/// With axum, wrap the whole router (`SessionLayer::new(..).layer(router)`) rather than
+/// adding it with `Router::layer`, which wraps and re-boxes every route: under wrk the former
+/// served 0.95× of a bare handler, the latter 0.90× (BENCHMARKS.md, "Serving").
 pub struct SessionLayer<N> {
     lifecycle: WeakLifecycle,
     name: Arc<N>,

@@ -120,9 +120,22 @@ fn parse_duration(text: &str) -> Option<Duration> {
 /// The listening socket: the one systemd (or `systemd-socket-activate`, `systemfd`) passed as
 /// fd 3 when `LISTEN_FDS` is set (socket activation; `--listen` is then ignored), else a new
 /// one bound to `--listen`. An inherited fd that is not a listening TCP socket is an error
-/// that says so (the caller exits [`EXIT_SETUP`]).
+/// that says so (the caller exits [`EXIT_SETUP`]). Returns the listener and its address.
 #[allow(dead_code, reason = "the echo example binds its own (smol) listener")]
-pub async fn listener(program: &str, args: &Args) -> Result<tokio::net::TcpListener, String> {
+pub async fn listener(
+    program: &str,
+    args: &Args,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), String> {
+    let listener = bind(program, args).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("{program}: cannot read the listening address: {e}"))?;
+    Ok((listener, addr))
+}
+
+/// The inherited socket, or a new one; see [`listener`].
+#[allow(dead_code, reason = "the echo example binds its own (smol) listener")]
+async fn bind(program: &str, args: &Args) -> Result<tokio::net::TcpListener, String> {
     let mut inherited = listenfd::ListenFd::from_env();
     if inherited.len() > 0 {
         let listener = match inherited.take_tcp_listener(0) {

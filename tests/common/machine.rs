@@ -213,21 +213,8 @@ impl PureMachine {
                 let after = op::dependencies(on, self.services.len())
                     .into_iter()
                     .map(|index| self.services[index].name.clone());
-                let mut options = ServiceOptions::new().after(after);
-                if let Some(always) = restart {
-                    options = options
-                        .restart(op::restart_policy(always))
-                        .backoff(op::backoff());
-                }
-                if declares_ready {
-                    options = options.declares_ready();
-                }
-                if start_timeout {
-                    options = options.start_timeout(op::START_TIMEOUT);
-                }
-                if let Some(budget) = budget {
-                    options = options.stop_budget(op::stop_budget(budget));
-                }
+                let options =
+                    op::dependent_options(after, restart, declares_ready, start_timeout, budget);
                 (honours_stop, options)
             }
             _ => unreachable!("not an add"),

@@ -235,6 +235,30 @@ pub(crate) fn dependencies(on: u8, added: usize) -> Vec<usize> {
 pub(crate) const START_TIMEOUT: Duration = Duration::from_millis(150);
 
 /// The stop budget of `Op::AddDependent { budget: Some(b), .. }`: 10 ms to 320 ms.
+/// The options of an `Op::AddDependent`, depending on the services named `after`.
+pub(crate) fn dependent_options(
+    after: impl IntoIterator<Item = String>,
+    restart: Option<bool>,
+    declares_ready: bool,
+    start_timeout: bool,
+    budget: Option<u8>,
+) -> async_lifecycle::ServiceOptions {
+    let mut options = async_lifecycle::ServiceOptions::new().after(after);
+    if let Some(always) = restart {
+        options = options.restart(restart_policy(always)).backoff(backoff());
+    }
+    if declares_ready {
+        options = options.declares_ready();
+    }
+    if start_timeout {
+        options = options.start_timeout(START_TIMEOUT);
+    }
+    if let Some(budget) = budget {
+        options = options.stop_budget(stop_budget(budget));
+    }
+    options
+}
+
 pub(crate) fn stop_budget(b: u8) -> Duration {
     Duration::from_millis(10 * (u64::from(b % 32) + 1))
 }
