@@ -37,7 +37,7 @@
 //!   session, after admission closed, racing the force whose census ends the lifecycle
 //!   (a planted removal of the registry's seal fails it at once).
 //!
-//! With `LOOM_MAX_PREEMPTIONS=4` (the bounded ones at 3) the seven take about 16 s in release
+//! With `LOOM_MAX_PREEMPTIONS=4` (the bounded ones at 3) the first seven take about 16 s in release
 //! on a 2-core machine run one at a time, 22 s run side by side (`cargo test`'s default).
 //!
 //! Each was shown to catch a planted bug in the new logic (planted, seen failing at the
