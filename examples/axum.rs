@@ -38,6 +38,14 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(code) => return code,
     };
+    // Before the runtime's threads start: `listenfd` unsets LISTEN_FDS.
+    let inherited = match args::inherited("axum") {
+        Ok(inherited) => inherited,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,11 +56,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_SETUP);
         }
     };
-    ExitCode::from(runtime.block_on(run(args)))
+    ExitCode::from(runtime.block_on(run(args, inherited)))
 }
 
-async fn run(args: Args) -> u8 {
-    let (listener, addr) = match args::listener("axum", &args).await {
+async fn run(args: Args, inherited: Option<std::net::TcpListener>) -> u8 {
+    let (listener, addr) = match args::listener("axum", &args, inherited).await {
         Ok(bound) => bound,
         Err(message) => {
             eprintln!("{message}");

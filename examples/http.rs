@@ -62,6 +62,14 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(code) => return code,
     };
+    // Before the runtime's threads start: `listenfd` unsets LISTEN_FDS.
+    let inherited = match args::inherited("http") {
+        Ok(inherited) => inherited,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -72,10 +80,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_SETUP);
         }
     };
-    ExitCode::from(runtime.block_on(run(args)))
+    ExitCode::from(runtime.block_on(run(args, inherited)))
 }
 
-async fn run(args: Args) -> u8 {
+async fn run(args: Args, inherited: Option<std::net::TcpListener>) -> u8 {
     #[cfg(all(feature = "systemd", unix))]
     let notifier = match async_lifecycle::systemd::Notifier::from_env() {
         Ok(notifier) => notifier.map(|n| n.grace(args.grace)),
@@ -84,7 +92,7 @@ async fn run(args: Args) -> u8 {
             return EXIT_SETUP;
         }
     };
-    let (listener, addr) = match args::listener("http", &args).await {
+    let (listener, addr) = match args::listener("http", &args, inherited).await {
         Ok(bound) => bound,
         Err(message) => {
             eprintln!("{message}");

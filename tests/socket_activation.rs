@@ -173,6 +173,52 @@ sys.stderr.write(r.stderr)
     }
 }
 
+/// Two sockets (`LISTEN_FDS=2`, fds 3 and 4, both listening): the examples serve one, so
+/// they say so in one line and exit 71 rather than serve fd 3 and leave fd 4's clients
+/// unanswered.
+#[test]
+fn more_than_one_inherited_socket_is_a_clear_error() {
+    let script = r#"
+import os, socket, subprocess, sys
+socks = []
+for fd in (3, 4):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    os.dup2(s.fileno(), fd)
+    os.set_inheritable(fd, True)
+    socks.append(s)
+env = dict(os.environ, LISTEN_FDS="2")
+r = subprocess.run(sys.argv[1:], pass_fds=(3, 4), env=env, capture_output=True, text=True, timeout=20)
+sys.stdout.write(str(r.returncode) + "\n" + r.stdout)
+sys.stderr.write(r.stderr)
+"#;
+    for name in ["http", "axum"] {
+        let exe = example(name);
+        let output = Command::new("python3")
+            .args(["-c", script, exe.to_str().unwrap(), "--grace", "1s"])
+            .output()
+            .expect("python3 runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stdout.lines().next(),
+            Some("71"),
+            "{name}: {stdout} {stderr}"
+        );
+        assert_eq!(
+            stdout.lines().count(),
+            1,
+            "{name}: nothing served: {stdout}"
+        );
+        assert!(
+            stderr.contains("LISTEN_FDS passes 2 sockets (fds 3 to 4)"),
+            "{name}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{name}: one line: {stderr}");
+    }
+}
+
 /// fd 3 a TCP socket that does not listen — never bound, or connected (what systemd passes
 /// with `Accept=yes`): one clear line and exit 71 before anything is printed on stdout.
 #[test]

@@ -117,56 +117,72 @@ fn parse_duration(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(seconds).ok()
 }
 
-/// The listening socket: the one systemd (or `systemd-socket-activate`, `systemfd`) passed as
-/// fd 3 when `LISTEN_FDS` is set (socket activation; `--listen` is then ignored), else a new
-/// one bound to `--listen`. An inherited fd that is not a listening TCP socket is an error
-/// that says so (the caller exits [`EXIT_SETUP`]). Returns the listener and its address.
+/// The socket systemd (or `systemd-socket-activate`, `systemfd`) passed as fd 3 when
+/// `LISTEN_FDS` is set (socket activation; `--listen` is then ignored), checked to be a
+/// listening TCP socket; `None` without `LISTEN_FDS`. Call it first thing in `main`, before
+/// any thread starts: `listenfd` unsets the `LISTEN_*` variables, and changing the
+/// environment while other threads may read it is unsound. More than one socket, or one that
+/// is not a listening TCP socket, is an error that says so (the caller exits [`EXIT_SETUP`]).
+#[allow(dead_code, reason = "the echo example binds its own (smol) listener")]
+pub fn inherited(program: &str) -> Result<Option<std::net::TcpListener>, String> {
+    let mut inherited = listenfd::ListenFd::from_env();
+    match inherited.len() {
+        0 => return Ok(None),
+        1 => {}
+        n => {
+            return Err(format!(
+                "{program}: LISTEN_FDS passes {n} sockets (fds 3 to {}); this server serves one: \
+                 pass it a single socket",
+                n + 2
+            ));
+        }
+    }
+    let not_listening = |e: std::io::Error| {
+        format!("{program}: the inherited fd 3 (LISTEN_FDS) is not a listening TCP socket: {e}")
+    };
+    let listener = match inherited.take_tcp_listener(0) {
+        Ok(Some(listener)) => listener,
+        Ok(None) => return Err(format!("{program}: LISTEN_FDS is set but fd 3 was taken")),
+        Err(e) => return Err(not_listening(e)),
+    };
+    // `listenfd` checks that fd 3 is a TCP stream socket, not that it listens: a bound,
+    // unbound or connected one (systemd's `Accept=yes`) would fail at the first accept.
+    // Unbound: refused here; bound or listening: `listen` (in `listener`) makes it (or keeps
+    // it) listening; connected: `listen` fails (EINVAL).
+    match listener.local_addr() {
+        Ok(addr) if addr.port() != 0 => Ok(Some(listener)),
+        Ok(_) => Err(not_listening(std::io::Error::other("it is not bound"))),
+        Err(e) => Err(not_listening(e)),
+    }
+}
+
+/// The listening socket: `inherited` (from [`inherited`]), made a tokio listener, else a new
+/// one bound to `--listen`. Returns the listener and its address.
 #[allow(dead_code, reason = "the echo example binds its own (smol) listener")]
 pub async fn listener(
     program: &str,
     args: &Args,
+    inherited: Option<std::net::TcpListener>,
 ) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), String> {
-    let listener = bind(program, args).await?;
+    let listener = match inherited {
+        Some(listener) => {
+            let not_listening = |e: std::io::Error| {
+                format!(
+                    "{program}: the inherited fd 3 (LISTEN_FDS) is not a listening TCP socket: {e}"
+                )
+            };
+            listener.set_nonblocking(true).map_err(not_listening)?;
+            let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(
+                std::os::fd::OwnedFd::from(listener),
+            ));
+            socket.listen(1024).map_err(not_listening)?
+        }
+        None => tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("{program}: cannot listen on {}: {e}", args.listen))?,
+    };
     let addr = listener
         .local_addr()
         .map_err(|e| format!("{program}: cannot read the listening address: {e}"))?;
     Ok((listener, addr))
-}
-
-/// The inherited socket, or a new one; see [`listener`].
-#[allow(dead_code, reason = "the echo example binds its own (smol) listener")]
-async fn bind(program: &str, args: &Args) -> Result<tokio::net::TcpListener, String> {
-    let mut inherited = listenfd::ListenFd::from_env();
-    if inherited.len() > 0 {
-        let listener = match inherited.take_tcp_listener(0) {
-            Ok(Some(listener)) => listener,
-            Ok(None) => return Err(format!("{program}: LISTEN_FDS is set but fd 3 was taken")),
-            Err(e) => {
-                return Err(format!(
-                    "{program}: the inherited fd 3 (LISTEN_FDS) is not a listening TCP socket: {e}"
-                ));
-            }
-        };
-        // `listenfd` checks that fd 3 is a TCP stream socket, not that it listens: a bound,
-        // unbound or connected one (systemd's `Accept=yes`) would fail at the first accept.
-        // Unbound: refused here; bound or listening: `listen` makes it (or keeps it)
-        // listening; connected: `listen` fails (EINVAL).
-        let not_listening = |e: std::io::Error| {
-            format!("{program}: the inherited fd 3 (LISTEN_FDS) is not a listening TCP socket: {e}")
-        };
-        match listener.local_addr() {
-            Ok(addr) if addr.port() != 0 => {}
-            Ok(_) => return Err(not_listening(std::io::Error::other("it is not bound"))),
-            Err(e) => return Err(not_listening(e)),
-        }
-        listener.set_nonblocking(true).map_err(not_listening)?;
-        let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(
-            std::os::fd::OwnedFd::from(listener),
-        ));
-        socket.listen(1024).map_err(not_listening)
-    } else {
-        tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| format!("{program}: cannot listen on {}: {e}", args.listen))
-    }
 }
