@@ -28,6 +28,16 @@
 //!   complete) is waited for after the linger rather than cut off: once it is complete it is
 //!   answered, with `Connection: close`. A client that stalls mid-request past the grace is
 //!   abandoned by the lifecycle, and the report names its connection (`conn PEER_ADDR`).
+//! - **HTTP/1 pipelining**: requests a client sent behind one that ends with
+//!   `Connection: close` are not read; the connection closes cleanly after that response, and
+//!   the client retries what it left unanswered (RFC 9112 §9.3.2). They were never
+//!   dispatched, so no session began: nothing admitted is lost.
+//! - **A panic** in the service (its `call`, its future) is answered `500 Internal Server
+//!   Error` (HTTP/1: with `Connection: close`) instead of resetting the connection, and the
+//!   report names the request as a panicked session with its message: as the
+//!   [`SessionLayer`](crate::tower::SessionLayer)'s request session if the layer recorded it,
+//!   else as `METHOD PATH` under its connection. A panic in a response body, once its head is
+//!   sent, ends the connection (the layer names it).
 //!
 //! While it listens, `serve` holds one unnamed session: the parent of every connection's
 //! session, so the connections taken from the backlog after the stop are admitted (the report
@@ -73,11 +83,13 @@
 //! # Ok(()) }
 //! ```
 
+use std::any::Any;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -484,26 +496,70 @@ where
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         self.watch.answered();
         let http1 = request.version() <= Version::HTTP_11;
+        // Kept to name the request if it panics (`Uri`'s parts are reference counted).
+        let what = (request.method().clone(), request.uri().clone());
         let extensions = request.extensions_mut();
         extensions.insert(self.session.clone());
         extensions.insert(self.peer);
+        let call = catch_unwind(AssertUnwindSafe(|| {
+            hyper::service::Service::call(&self.inner, request)
+        }));
+        let call = match call {
+            Ok(future) => Call::Pending { future },
+            Err(payload) => {
+                record_unrecorded(&self.session, &what, payload);
+                Call::Panicked
+            }
+        };
         ClosingFuture {
-            future: hyper::service::Service::call(&self.inner, request),
-            lc: http1.then(|| self.lc.clone()),
+            call,
+            http1,
+            lc: self.lc.clone(),
             watch: self.watch.clone(),
+            on_panic: Some((self.session.clone(), what)),
         }
+    }
+}
+
+/// A request's panic, caught: unless the [`SessionLayer`](crate::tower::SessionLayer)
+/// already ended the request's session with it, the report names it as a panicked session
+/// of its own (`METHOD PATH`, a child of its connection's), with its message.
+fn record_unrecorded(
+    connection: &ConnectionSession,
+    (method, uri): &(http::Method, http::Uri),
+    payload: Box<dyn Any + Send>,
+) {
+    if crate::tower::was_recorded(&*payload) {
+        return;
+    }
+    if let Ok(session) = connection.0.child(format!("{method} {}", uri.path())) {
+        drop(crate::tower::record_panic(session, payload));
+    }
+}
+
+pin_project! {
+    #[project = CallProj]
+    enum Call<F> {
+        Pending {
+            #[pin]
+            future: F,
+        },
+        // The service panicked (its `call` or its future): answered 500.
+        Panicked,
     }
 }
 
 pin_project! {
     /// A response future that adds `Connection: close` to an HTTP/1 response completed once
-    /// the lifecycle stopped.
+    /// the lifecycle stopped, and answers 500 (and `Connection: close`) if the service panics.
     struct ClosingFuture<F> {
         #[pin]
-        future: F,
-        // `Some` for HTTP/1.
-        lc: Option<WeakLifecycle>,
+        call: Call<F>,
+        http1: bool,
+        lc: WeakLifecycle,
         watch: Arc<Watch>,
+        // To name the request if it panics.
+        on_panic: Option<(ConnectionSession, (http::Method, http::Uri))>,
     }
 }
 
@@ -514,10 +570,27 @@ where
     type Output = Result<Response<TrackedBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut output = ready!(this.future.poll(cx));
+        let mut this = self.project();
+        let polled = match this.call.as_mut().project() {
+            CallProj::Pending { future } => catch_unwind(AssertUnwindSafe(|| future.poll(cx))),
+            CallProj::Panicked => return Poll::Ready(Ok(internal_error(*this.http1))),
+        };
+        let mut output = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(output)) => output,
+            Err(payload) => {
+                // The future is not polled again.
+                this.call.set(Call::Panicked);
+                if let Some((connection, what)) = this.on_panic.take() {
+                    record_unrecorded(&connection, &what, payload);
+                }
+                return Poll::Ready(Ok(internal_error(*this.http1)));
+            }
+        };
+        drop(this.on_panic.take());
         let mut unmarked = false;
-        if let (Ok(response), Some(lc)) = (&mut output, this.lc.as_ref()) {
+        if let (Ok(response), true) = (&mut output, *this.http1) {
+            let lc = &*this.lc;
             // Decided once the work is done: a request that began before the stop and ends
             // after it closes its connection too.
             if lc.is_stopped() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -536,12 +609,28 @@ where
                     Unmarked(watch.clone())
                 });
                 TrackedBody {
-                    inner: body,
+                    kind: Tracked::Body { inner: body },
                     _unmarked: guard,
                 }
             })
         }))
     }
+}
+
+/// The answer to a request whose service panicked: 500, and on HTTP/1 `Connection: close`
+/// (the service may be left in a bad state; the client opens a new connection).
+fn internal_error<B>(http1: bool) -> Response<TrackedBody<B>> {
+    let mut response = Response::new(TrackedBody {
+        kind: Tracked::Empty,
+        _unmarked: None,
+    });
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    if http1 {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Counts a response sent without `Connection: close` until its body is dropped (hyper
@@ -558,11 +647,22 @@ impl Drop for Unmarked {
 
 pin_project! {
     /// A response body, counted while it is being sent if its head did not say
-    /// `Connection: close`.
+    /// `Connection: close`; or the empty body of a 500 for a panic.
     struct TrackedBody<B> {
         #[pin]
-        inner: B,
+        kind: Tracked<B>,
         _unmarked: Option<Unmarked>,
+    }
+}
+
+pin_project! {
+    #[project = TrackedProj]
+    enum Tracked<B> {
+        Body {
+            #[pin]
+            inner: B,
+        },
+        Empty,
     }
 }
 
@@ -574,14 +674,23 @@ impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        match self.project().kind.project() {
+            TrackedProj::Body { inner } => inner.poll_frame(cx),
+            TrackedProj::Empty => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.kind {
+            Tracked::Body { inner } => inner.is_end_stream(),
+            Tracked::Empty => true,
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        match &self.kind {
+            Tracked::Body { inner } => inner.size_hint(),
+            Tracked::Empty => http_body::SizeHint::with_exact(0),
+        }
     }
 }

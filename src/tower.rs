@@ -14,9 +14,10 @@
 //! - **Until the response is sent**: the session lives in the response body
 //!   ([`SessionBody`]) until its last frame is sent or the body is dropped (a client that went
 //!   away), so a streaming response keeps the drain waiting; if the inner service fails, it
-//!   ends when the inner future does. A panic in the inner future or the body ends the session
-//!   as panicked, named, with its message, and then goes on unwinding (put tower-http's
-//!   `CatchPanicLayer` outside this layer to answer 500 instead).
+//!   ends when the inner future does. A panic in the inner future, the body or the naming
+//!   closure ends the session as panicked, named (by the method and path when the closure
+//!   panicked), with its message, and then goes on unwinding (`serve::serve` answers 500; with
+//!   another server, put tower-http's `CatchPanicLayer` outside this layer to answer 500).
 //! - **Refused outright** — no connection session and the lifecycle draining, or the
 //!   lifecycle ended — a request is answered `503 Service Unavailable` with `Retry-After: 1`
 //!   and `Connection: close`, and the inner service is not called.
@@ -95,7 +96,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{Session, WeakLifecycle};
+use crate::{Refused, Session, WeakLifecycle};
 
 /// The session of the connection a request arrived on, as a request extension.
 ///
@@ -215,11 +216,23 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let http1 = request.version() <= Version::HTTP_11;
-        let name = (self.name)(&request).into();
-        let session = match request.extensions().get::<ConnectionSession>() {
-            Some(ConnectionSession(connection)) => connection.child(name),
-            None => self.lifecycle.session(name),
+        let name = match catch_unwind(AssertUnwindSafe(|| (self.name)(&request).into())) {
+            Ok(name) => name,
+            // The request is still named in the report, as panicked, with the message.
+            Err(payload) => {
+                let name = format!(
+                    "{} {} (naming it panicked)",
+                    request.method(),
+                    request.uri().path()
+                );
+                let payload = match self.begin(&request, name.into()) {
+                    Ok(session) => record_panic(session, payload),
+                    Err(_refused) => payload,
+                };
+                resume_unwind(payload)
+            }
         };
+        let session = self.begin(&request, name);
         let state = match session {
             // Held here while `call` runs: a panic in it ends the session as panicked.
             Ok(session) => State::Called {
@@ -230,6 +243,16 @@ where
             Err(_refused) => State::Refused { http1 },
         };
         ResponseFuture { state }
+    }
+}
+
+impl<S, N> SessionService<S, N> {
+    /// The request's session: a child of its connection's, else one of its own.
+    fn begin<B>(&self, request: &Request<B>, name: Cow<'static, str>) -> Result<Session, Refused> {
+        match request.extensions().get::<ConnectionSession>() {
+            Some(ConnectionSession(connection)) => connection.child(name),
+            None => self.lifecycle.session(name),
+        }
     }
 }
 
@@ -326,21 +349,51 @@ fn guarded<T>(session: &mut Option<Session>, poll: impl FnOnce() -> T) -> T {
         Ok(output) => output,
         Err(payload) => {
             let payload = match session.take() {
-                // `Session::run` records the panic with its message; the future re-raises
-                // the payload inside it and completes at its first poll.
-                Some(session) => {
-                    let rethrow = async move { rethrow(payload) };
-                    match session.run(rethrow).now_or_never() {
-                        Some(Err(panic)) => panic.into_payload(),
-                        Some(Ok(never)) => match never {},
-                        None => unreachable!("the re-raise completes at its first poll"),
-                    }
-                }
+                Some(session) => record_panic(session, payload),
                 None => payload,
             };
             resume_unwind(payload)
         }
     }
+}
+
+thread_local! {
+    /// The address of the last panic payload [`record_panic`] recorded on this thread (0 for
+    /// none): `serve` catches the panic further up and must not record it a second time.
+    static RECORDED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Where a panic payload lives: the same box however often it is moved.
+fn payload_address(payload: &(dyn Any + Send)) -> usize {
+    (payload as *const (dyn Any + Send)).cast::<()>() as usize
+}
+
+/// Ends `session` as panicked, named, with the payload's message, and hands the payload
+/// back to be resumed.
+pub(crate) fn record_panic(session: Session, payload: Box<dyn Any + Send>) -> Box<dyn Any + Send> {
+    // `Session::run` records the panic with its message; the future re-raises the payload
+    // inside it and completes at its first poll.
+    let rethrow = async move { rethrow(payload) };
+    let payload = match session.run(rethrow).now_or_never() {
+        Some(Err(panic)) => panic.into_payload(),
+        Some(Ok(never)) => match never {},
+        None => unreachable!("the re-raise completes at its first poll"),
+    };
+    RECORDED.with(|recorded| recorded.set(payload_address(&*payload)));
+    payload
+}
+
+/// Whether this panic was already recorded on a request's session by the layer (and
+/// forgets it).
+#[allow(dead_code, reason = "used by the `serve` feature")]
+pub(crate) fn was_recorded(payload: &(dyn Any + Send)) -> bool {
+    RECORDED.with(|recorded| {
+        let was = recorded.get() == payload_address(payload);
+        if was {
+            recorded.set(0);
+        }
+        was
+    })
 }
 
 /// Re-raises a caught panic.

@@ -234,3 +234,166 @@ async fn read_until(tcp: &mut tokio::net::TcpStream, needle: &str) -> String {
     .expect("arrived in time");
     String::from_utf8_lossy(&seen).into_owned()
 }
+
+/// Sends `request` on a new connection and reads until the server closes it.
+async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer))
+        .await
+        .expect("answered and closed in time")
+        .unwrap();
+    answer
+}
+
+/// A panic while handling a request — in the handler (with and without the layer) or in
+/// the layer's naming closure — is answered 500 with `Connection: close`, never a reset
+/// connection, and the report names each request once, as panicked, with its message.
+#[tokio::test(flavor = "current_thread")]
+async fn a_panicking_request_is_answered_500_and_named_once_in_the_report() {
+    // Keep the expected panics' backtraces out of the test's output.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let lc = Lifecycle::builder()
+        .grace(Duration::from_secs(10))
+        .tokio()
+        .build();
+    let handler = tower::service_fn(|req: Request<Incoming>| async move {
+        if req.uri().path() == "/boom" {
+            panic!("handler exploded");
+        }
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    });
+    // The layer, naming requests; naming `/badname` panics.
+    let layered = SessionLayer::new(lc.downgrade(), |req: &Request<Incoming>| {
+        assert!(req.uri().path() != "/badname", "naming exploded");
+        format!("{} {}", req.method(), req.uri().path())
+    })
+    .layer(handler);
+    let mut addrs = Vec::new();
+    for (name, with_layer) in [("layered", true), ("bare", false)] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        let weak = lc.downgrade();
+        if with_layer {
+            let app = layered.clone();
+            lc.service(name, move |stop| serve(weak, listener, app, stop))
+                .unwrap();
+        } else {
+            let app = handler;
+            lc.service(name, move |stop| serve(weak, listener, app, stop))
+                .unwrap();
+        }
+    }
+    tokio::task::yield_now().await;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes();
+    for (addr, path) in [
+        (addrs[0], "/boom"),
+        (addrs[0], "/badname"),
+        (addrs[1], "/boom"),
+    ] {
+        let answer = exchange(addr, &get(path)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+            "{path}: {answer:?}"
+        );
+        assert!(answer.contains("connection: close\r\n"), "{answer:?}");
+    }
+    // The connections still serve: the panics took nothing else down.
+    let answer = exchange(
+        addrs[0],
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+
+    lc.stop("deploy");
+    let report = lc.wait().await;
+    std::panic::set_hook(hook);
+    let mut panicked: Vec<(String, String)> = report
+        .sessions()
+        .panicked_sessions()
+        .iter()
+        .map(|p| {
+            (
+                p.name().unwrap_or("<unnamed>").to_owned(),
+                p.message().unwrap_or("<no message>").to_owned(),
+            )
+        })
+        .collect();
+    panicked.sort();
+    assert_eq!(
+        panicked,
+        [
+            (
+                "GET /badname (naming it panicked)".to_owned(),
+                "naming exploded".to_owned()
+            ),
+            ("GET /boom".to_owned(), "handler exploded".to_owned()),
+            ("GET /boom".to_owned(), "handler exploded".to_owned()),
+        ],
+        "{report}"
+    );
+    assert_eq!(report.sessions().panicked(), 3, "{report}");
+}
+
+/// HTTP/1 pipelining (RFC 9112 §9.3.2): two requests sent back to back, the first still
+/// running at the stop. The first is answered in full, with `Connection: close`, and the
+/// connection is closed cleanly after it; the second, never dispatched, gets no answer: a
+/// pipelining client retries the requests a closed connection left unanswered. Nothing
+/// admitted is dropped: the report counts the one request that began.
+#[tokio::test(flavor = "current_thread")]
+async fn a_pipelined_request_behind_one_ending_after_the_stop_is_left_to_the_client() {
+    use tokio::io::AsyncWriteExt;
+    let lc = Lifecycle::builder()
+        .grace(Duration::from_secs(10))
+        .tokio()
+        .build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(started_tx)));
+    let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let finish_rx = std::sync::Arc::new(tokio::sync::Mutex::new(Some(finish_rx)));
+    let handler = tower::service_fn(move |req: Request<Incoming>| {
+        let (started, finish) = (started_tx.clone(), finish_rx.clone());
+        async move {
+            if req.uri().path() == "/slow" {
+                drop(started.lock().unwrap().take());
+                let finish = finish.lock().await.take().expect("one /slow");
+                finish.await.ok();
+            }
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        }
+    });
+    let app = SessionLayer::new(lc.downgrade(), |req: &Request<Incoming>| {
+        format!("{} {}", req.method(), req.uri().path())
+    })
+    .layer(handler);
+    let weak = lc.downgrade();
+    lc.service("http", move |stop| serve(weak, listener, app, stop))
+        .unwrap();
+
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    started_rx.await.ok();
+    lc.stop("deploy");
+    finish_tx.send(()).unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer))
+        .await
+        .expect("answered and closed in time")
+        .expect("closed cleanly, not reset");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer:?}");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+    assert!(answer.contains("connection: close\r\n"), "{answer:?}");
+    assert!(answer.ends_with("\r\n\r\nok"), "the whole body: {answer:?}");
+    let report = lc.wait().await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    // The listener's session, the connection's and `/slow`'s: `/next` never began.
+    assert_eq!(report.sessions().completed(), 3, "{report}");
+}
