@@ -29,13 +29,14 @@
 //!
 //! use async_lifecycle::serve::serve;
 //! use async_lifecycle::tokio::BuilderExt;
-//! use async_lifecycle::tower::SessionLayer;
+//! use async_lifecycle::tower::{SessionLayer, SessionService};
 //! use async_lifecycle::{Lifecycle, Probe, Report, WeakLifecycle};
 //! use axum::Router;
-//! use axum::body::Body;
 //! use axum::http::{Request, StatusCode};
 //! use axum::routing::get;
+//! use hyper::body::Incoming;
 //! use tokio::net::TcpListener;
+//! use tower::Layer;
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<Report, Box<dyn Error>> {
@@ -59,9 +60,9 @@
 //!     Ok(report) // exit status 0 (clean), 1 (a service failed) or 2 (work abandoned)
 //! }
 //!
-//! fn app(lc: WeakLifecycle) -> Router {
+//! fn app(lc: WeakLifecycle) -> SessionService<Router, fn(&Request<Incoming>) -> String> {
 //!     let (ready, live) = (lc.clone(), lc.clone());
-//!     Router::new()
+//!     let router = Router::new()
 //!         .route("/", get(|| async { "ok" }))
 //!         .route(
 //!             "/slow",
@@ -73,11 +74,14 @@
 //!         // 503 from the instant of the signal (pre-drain included), with the reason.
 //!         .route("/ready", get(move || probe_answer(ready.snapshot().readiness())))
 //!         // 200 while running or draining; 503 once ended.
-//!         .route("/live", get(move || probe_answer(live.snapshot().liveness())))
-//!         // One session per request, under its connection's: named in the report.
-//!         .layer(SessionLayer::new(lc, |req: &Request<Body>| {
-//!             format!("{} {}", req.method(), req.uri().path())
-//!         }))
+//!         .route("/live", get(move || probe_answer(live.snapshot().liveness())));
+//!     // One session per request, under its connection's: named in the report. Around the
+//!     // whole router (`Router::layer` would wrap and re-box every route).
+//!     SessionLayer::new(lc, request_name as fn(&Request<Incoming>) -> String).layer(router)
+//! }
+//!
+//! fn request_name(req: &Request<Incoming>) -> String {
+//!     format!("{} {}", req.method(), req.uri().path())
 //! }
 //!
 //! async fn probe_answer(probe: Probe) -> (StatusCode, String) {
