@@ -86,7 +86,7 @@ fn main() -> ExitCode {
 async fn run(args: Args, inherited: Option<std::net::TcpListener>) -> u8 {
     #[cfg(all(feature = "systemd", unix))]
     let notifier = match async_lifecycle::systemd::Notifier::from_env() {
-        Ok(notifier) => notifier.map(|n| n.grace(args.grace)),
+        Ok(notifier) => notifier,
         Err(e) => {
             eprintln!("http: {e}");
             return EXIT_SETUP;

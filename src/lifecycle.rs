@@ -603,6 +603,13 @@ pub struct WeakLifecycle {
 }
 
 impl WeakLifecycle {
+    /// The lifecycle's deadline once a stop was requested (`None` before, without one, and
+    /// once ended).
+    #[allow(dead_code, reason = "used by the `systemd` feature")]
+    pub(crate) fn stop_deadline(&self) -> Option<std::time::Instant> {
+        self.shared.stop_deadline()
+    }
+
     /// Begins a named session; see [`Lifecycle::session`].
     ///
     /// # Errors

@@ -486,6 +486,12 @@ impl Shared {
         lock(&self.core).machine.poll_timeout()
     }
 
+    /// The lifecycle's deadline once a stop was requested; see [`Machine::deadline`].
+    #[allow(dead_code, reason = "used by the `systemd` feature")]
+    pub(crate) fn stop_deadline(&self) -> Option<Instant> {
+        lock(&self.core).machine.deadline()
+    }
+
     /// Forwards the first poll of the first `Wait` (the machine asks "anything to run?" once).
     pub(crate) fn wait_started(self: &Arc<Self>) {
         // Relaxed: only this flag's own value matters, and `swap` is atomic on it. The load

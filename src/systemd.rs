@@ -21,12 +21,12 @@
 //! | at once, then every [`STATUS_EVERY`] while draining | `STATUS=draining: 2 sessions; oldest: conn 10.0.0.7:5123 (12.0s)` and `EXTEND_TIMEOUT_USEC=` |
 //! | the end (`Terminated` or `Abandoned`) | nothing more: the future completes |
 //!
-//! `EXTEND_TIMEOUT_USEC` is the time left until the lifecycle's deadline plus
-//! [`EXTEND_MARGIN`] when the grace period was given with [`Notifier::grace`]: systemd kills
-//! the process only past that point, so the grace decides, whatever `TimeoutStopSec=` says
-//! (systemd only uses the extension past the configured timeout). Without it the extension
-//! is [`EXTEND_ROLLING`], re-sent every [`STATUS_EVERY`]: the drain may last as long as the
-//! process keeps sending, that is as long as the lifecycle's own deadline allows.
+//! `EXTEND_TIMEOUT_USEC` is the time left until the lifecycle's deadline (read from the
+//! lifecycle: the stop plus its grace) plus [`EXTEND_MARGIN`]: systemd kills the process only
+//! past that point, so the grace decides, whatever `TimeoutStopSec=` says (systemd only uses
+//! the extension past the configured timeout). A lifecycle with no deadline (a grace of
+//! `Duration::MAX`: only a force ends its drain) sends [`EXTEND_ROLLING`] instead, re-sent
+//! every [`STATUS_EVERY`]: the drain may last as long as the process keeps sending.
 //!
 //! The task holds no [`Lifecycle`] handle (a [`WeakLifecycle`], the
 //! stop signal, the clock): it keeps nothing alive, is no service and never appears in the
@@ -57,7 +57,7 @@
 //! let lc = Lifecycle::builder().grace(grace).tokio().build();
 //! lc.service("accept-loop", |stop| stop)?;
 //! if let Some(notifier) = notifier {
-//!     tokio::spawn(notifier.grace(grace).drive(&lc)); // ends with the lifecycle
+//!     tokio::spawn(notifier.drive(&lc)); // ends with the lifecycle
 //! }
 //! let report = lc.run_until_signal().await?;
 //! eprintln!("{report}");
@@ -92,7 +92,7 @@ pub const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// the process has to write its report and exit once the lifecycle ended.
 pub const EXTEND_MARGIN: Duration = Duration::from_secs(1);
 
-/// `EXTEND_TIMEOUT_USEC=` when the grace period is unknown (no [`Notifier::grace`]): three
+/// `EXTEND_TIMEOUT_USEC=` when the lifecycle has no deadline (a grace of `Duration::MAX`): three
 /// [`STATUS_EVERY`] intervals plus [`EXTEND_MARGIN`], re-sent every interval.
 pub const EXTEND_ROLLING: Duration = Duration::from_secs(4);
 
@@ -185,7 +185,6 @@ pub struct Notifier {
     target: OsString,
     /// `WATCHDOG_USEC`, when the watchdog is this process's.
     watchdog: Option<Duration>,
-    grace: Option<Duration>,
 }
 
 impl Notifier {
@@ -237,17 +236,7 @@ impl Notifier {
             addr,
             target: target.to_owned(),
             watchdog: usec.filter(|_| mine).map(Duration::from_micros),
-            grace: None,
         }))
-    }
-
-    /// The lifecycle's grace period (what [`Builder::grace`](crate::Builder::grace) was
-    /// given), so that `EXTEND_TIMEOUT_USEC=` names the lifecycle's deadline plus
-    /// [`EXTEND_MARGIN`]. Without it the extension rolls (see the [module docs](self)).
-    #[must_use]
-    pub fn grace(mut self, grace: Duration) -> Self {
-        self.grace = Some(grace);
-        self
     }
 
     /// `WATCHDOG_USEC`, when the watchdog is this process's (`WATCHDOG_PID` unset or ours):
@@ -294,13 +283,12 @@ impl fmt::Debug for Notifier {
         f.debug_struct("Notifier")
             .field("socket", &self.target)
             .field("watchdog", &self.watchdog)
-            .field("grace", &self.grace)
             .finish_non_exhaustive()
     }
 }
 
 /// [`Notifier::from_env`] and [`Notifier::drive`] in one call: `Ok(None)` when not under
-/// systemd. Without [`Notifier::grace`]: the extension while draining rolls.
+/// systemd.
 ///
 /// # Errors
 ///
@@ -455,7 +443,8 @@ async fn run(mut out: Sender, lc: WeakLifecycle, clock: Arc<dyn Clock>, mut ende
         return;
     }
     out.send("STOPPING=1");
-    let deadline = out.notifier.grace.map(|g| clock.now() + g);
+    // The lifecycle's own deadline (the request plus the grace, pre-drain included).
+    let deadline = lc.stop_deadline();
     let mut status_due = clock.now();
     loop {
         let now = clock.now();
@@ -497,8 +486,11 @@ fn feed(out: &mut Sender, ping: &mut Option<Instant>, half: Option<Duration>, no
 /// services still running. One line.
 fn status(snapshot: &Snapshot) -> String {
     let live = snapshot.live_sessions();
+    // In a pre-drain the server still serves (not ready): nothing is stopping yet.
+    let pre_drain = snapshot.is_stopping();
     let mut text = format!(
-        "draining: {live} session{}",
+        "{}: {live} session{}",
+        if pre_drain { "pre-drain (not ready)" } else { "draining" },
         if live == 1 { "" } else { "s" }
     );
     if let Some(oldest) = snapshot.oldest_sessions().first() {
@@ -510,7 +502,7 @@ fn status(snapshot: &Snapshot) -> String {
         .iter()
         .filter(|s| s.is_running())
         .count();
-    if running > 0 {
+    if running > 0 && !pre_drain {
         let _ = write!(
             text,
             "; {running} service{} stopping",
@@ -670,8 +662,7 @@ mod tests {
         let listener = Listener::new();
         let notifier = Notifier::from_vars(Some(listener.path.as_os_str()), os("100000"), None, 1)
             .unwrap()
-            .unwrap()
-            .grace(Duration::from_secs(10));
+            .unwrap();
         let clock = ManualClock::new();
         let lc = Lifecycle::builder()
             .grace(Duration::from_secs(10))
@@ -756,13 +747,16 @@ mod tests {
     }
 
     #[test]
-    fn without_the_grace_the_extension_rolls_and_services_are_named() {
+    fn without_a_deadline_the_extension_rolls_and_services_are_named() {
         let listener = Listener::new();
         let notifier = Notifier::from_vars(Some(listener.path.as_os_str()), None, None, 1)
             .unwrap()
             .unwrap();
         let clock = ManualClock::new();
-        let lc = Lifecycle::builder().clock(clock.clone()).build();
+        let lc = Lifecycle::builder()
+            .clock(clock.clone())
+            .grace(Duration::MAX)
+            .build();
         lc.service("stubborn", |_stop| futures::future::pending::<()>())
             .unwrap();
         let mut pool = LocalPool::new();
@@ -787,16 +781,77 @@ mod tests {
                 "STATUS=draining: 0 sessions; 1 service stopping\nEXTEND_TIMEOUT_USEC=4000000",
             ]
         );
-        clock.advance(crate::DEFAULT_GRACE);
+        clock.advance(STATUS_EVERY);
+        pool.run_until_stalled();
+        assert_eq!(
+            listener.received(),
+            ["STATUS=draining: 0 sessions; 1 service stopping\nEXTEND_TIMEOUT_USEC=4000000"],
+            "re-sent: it rolls"
+        );
+        lc.force();
         let report = pool.run_until(wait);
         assert_eq!(report.exit_code(), 2);
-        let _ = listener.received(); // a STATUS may have come before the end
         pool.run_until(notify);
         assert_eq!(
             listener.received(),
             Vec::<String>::new(),
             "nothing after the end"
         );
+    }
+
+    /// The extension is counted from the lifecycle's own deadline: with a pre-drain, from the
+    /// request (the grace includes the pre-drain), not from the drain's start.
+    #[test]
+    fn the_extension_counts_from_the_lifecycles_deadline() {
+        let listener = Listener::new();
+        let notifier = Notifier::from_vars(Some(listener.path.as_os_str()), None, None, 1)
+            .unwrap()
+            .unwrap();
+        let clock = ManualClock::new();
+        let lc = Lifecycle::builder()
+            .clock(clock.clone())
+            .grace(Duration::from_secs(10))
+            .pre_drain(Duration::from_secs(4))
+            .build();
+        lc.service("http", |stop| stop).unwrap();
+        let mut pool = LocalPool::new();
+        let spawner = pool.spawner();
+        let notify = spawner
+            .spawn_local_with_handle(notifier.drive(&lc))
+            .unwrap();
+        let wait = spawner.spawn_local_with_handle(lc.wait()).unwrap();
+        pool.run_until_stalled();
+        clock.advance(READY_POLL_FIRST);
+        pool.run_until_stalled();
+        assert_eq!(listener.received(), ["READY=1"]);
+        lc.stop("deploy");
+        pool.run_until_stalled();
+        clock.advance(READY_POLL);
+        pool.run_until_stalled();
+        let left = Duration::from_secs(10) - READY_POLL + EXTEND_MARGIN;
+        assert_eq!(
+            listener.received(),
+            [
+                "STOPPING=1".to_owned(),
+                format!(
+                    "STATUS=pre-drain (not ready): 0 sessions\nEXTEND_TIMEOUT_USEC={}",
+                    left.as_micros()
+                ),
+            ]
+        );
+        clock.advance(Duration::from_secs(4));
+        pool.run_until_stalled();
+        let report = pool.run_until(wait);
+        // 4.1 s after the request: 5.9 s of the grace left, plus the margin.
+        let status = listener.received();
+        assert!(
+            status
+                .first()
+                .is_some_and(|s| s.ends_with("\nEXTEND_TIMEOUT_USEC=6900000")),
+            "{status:?}"
+        );
+        assert_eq!(report.exit_code(), 0);
+        pool.run_until(notify);
     }
 
     #[test]

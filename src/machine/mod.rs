@@ -948,6 +948,17 @@ impl Machine {
         !self.pre_drain.is_zero() && !self.grace.is_zero()
     }
 
+    /// The instant by which the lifecycle ends, once a stop was requested (its pre-drain
+    /// included): the stop plus the grace. `None` while running with no stop requested, with
+    /// no deadline (a grace too large to represent), and once ended.
+    pub fn deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Running { .. } => self.pending.as_ref().and_then(|(.., deadline)| *deadline),
+            Phase::Draining(d) => d.deadline,
+            Phase::Ended(_) => None,
+        }
+    }
+
     /// Whether a requested stop is in its pre-drain (running, not ready), and its cause.
     pub fn stop_pending(&self) -> Option<&StopCause> {
         self.pending.as_ref().map(|(_, cause, _)| cause)
