@@ -57,10 +57,14 @@ impl AsyncIoClock {
 
 impl Clock for AsyncIoClock {
     fn now(&self) -> Instant {
+        #[cfg(feature = "sim")]
+        crate::sim::out_of_reach("async-io's clock (`AsyncIoClock::now`)");
         Instant::now()
     }
 
     fn sleep_until(&self, deadline: Instant) -> Sleep {
+        #[cfg(feature = "sim")]
+        crate::sim::out_of_reach("an async-io timer (`AsyncIoClock::sleep_until`)");
         let timer = Timer::at(deadline);
         Box::pin(async move {
             timer.await;
@@ -75,6 +79,8 @@ pub fn spawner(
     ex: Arc<Executor<'static>>,
 ) -> impl Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync + 'static {
     move |service| {
+        #[cfg(feature = "sim")]
+        crate::sim::out_of_reach("smol's spawner (`async_lifecycle::async_io::spawner`)");
         // The task reports its own end to the lifecycle; it need not be awaited.
         ex.spawn(service).detach();
     }

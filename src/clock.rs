@@ -83,10 +83,14 @@ impl SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
+        #[cfg(feature = "sim")]
+        crate::sim::out_of_reach("the system clock (`SystemClock::now`)");
         Instant::now()
     }
 
     fn sleep_until(&self, deadline: Instant) -> Sleep {
+        #[cfg(feature = "sim")]
+        crate::sim::out_of_reach("a sleep on the system clock (`SystemClock::sleep_until`)");
         Box::pin(async move {
             // loop in case the timer fires a hair early relative to `Instant::now`
             loop {

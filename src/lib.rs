@@ -194,6 +194,9 @@ mod shared;
 #[cfg(all(feature = "signal", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "signal", unix))))]
 pub mod signal;
+#[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
+pub mod sim;
 mod snapshot;
 mod sync;
 #[cfg(all(feature = "systemd", unix))]

@@ -60,10 +60,14 @@ impl TokioClock {
 
 impl Clock for TokioClock {
     fn now(&self) -> Instant {
+        #[cfg(feature = "sim")]
+        crate::sim::out_of_reach("tokio's clock (`TokioClock::now`)");
         time::Instant::now().into_std()
     }
 
     fn sleep_until(&self, deadline: Instant) -> Sleep {
+        #[cfg(feature = "sim")]
+        crate::sim::out_of_reach("a tokio timer (`TokioClock::sleep_until`)");
         // The timer is created at the first poll, inside the runtime that polls it.
         Box::pin(async move { time::sleep_until(time::Instant::from_std(deadline)).await })
     }
@@ -85,6 +89,8 @@ pub fn spawner_on(
     handle: Handle,
 ) -> impl Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync + 'static {
     move |service| {
+        #[cfg(feature = "sim")]
+        crate::sim::out_of_reach("tokio's spawner (`async_lifecycle::tokio::spawner`)");
         // The task reports its own end to the lifecycle; the join handle is not needed.
         drop(handle.spawn(service));
     }

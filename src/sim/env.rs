@@ -1,0 +1,422 @@
+//! The scenario's handle on its run, and the environment task that injects faults.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use super::executor::{Core, JoinHandle, JoinSlot, spawner};
+use crate::{Builder, Clock, Lifecycle, ManualClock, Sleep, StopCause};
+
+/// A fault the environment injects into a run, at a moment the scheduler chooses.
+///
+/// Faults are queued with [`Env::fault`] and fire in the order they were queued, each when
+/// the environment task — one task among the others — decides to, so the moment a signal
+/// lands is explored like any other interleaving. A fault targets the lifecycles the
+/// environment watches ([`Env::lifecycle`], [`Env::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// [`Lifecycle::stop`] with this cause.
+    Stop(StopCause),
+    /// A SIGTERM, as the `signal` feature handles it: the first stops with
+    /// [`StopCause::Signal`]`("SIGTERM")`, any later one forces.
+    Signal,
+    /// [`Lifecycle::force`].
+    Force,
+    /// The service future wrapped by [`Env::panicky`] with this name panics at its next poll
+    /// (it is woken for it); armed now if it has not started yet.
+    Panic(Cow<'static, str>),
+    /// The clock moves forward by this much at once, waking every sleep that falls due (a
+    /// stalled process, a suspended VM).
+    ClockJump(Duration),
+}
+
+impl Fault {
+    /// A [`Fault::Stop`] requested with `reason` ([`StopCause::Requested`]).
+    pub fn stop(reason: impl Into<Cow<'static, str>>) -> Self {
+        Fault::Stop(StopCause::Requested(reason.into()))
+    }
+
+    /// A [`Fault::Panic`] of the service wrapped as `service`.
+    pub fn panic(service: impl Into<Cow<'static, str>>) -> Self {
+        Fault::Panic(service.into())
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Stop(cause) => write!(f, "stop ({cause})"),
+            Fault::Signal => f.write_str("SIGTERM"),
+            Fault::Force => f.write_str("force"),
+            Fault::Panic(service) => write!(f, "panic in service \"{service}\""),
+            Fault::ClockJump(by) => write!(f, "clock jump of {by:?}"),
+        }
+    }
+}
+
+/// A queued fault.
+pub(crate) struct PendingFault {
+    fault: Fault,
+}
+
+/// What a scenario runs with: builds the run's lifecycles on the simulated clock and
+/// spawner, spawns tasks, sleeps, queues faults and draws choices. Cheap to clone.
+///
+/// Everything it makes belongs to the current run: every task is dropped when the run ends.
+#[derive(Clone)]
+pub struct Env {
+    pub(crate) core: Arc<Core>,
+}
+
+impl Env {
+    /// A lifecycle builder on the run's simulated clock and spawner (each service, restart
+    /// and stop trigger is a task the scheduler picks), seeded from the run's choices (for
+    /// backoff jitter), and reporting its events into the run's trace. `configure` sets the
+    /// rest (the grace, the policy…). The environment watches the lifecycle: faults target
+    /// it, a deadlock report names its live services and sessions, and the run's trace ends
+    /// with its snapshot.
+    ///
+    /// The environment holds a handle to it until the run ends, so it is not stopped for its
+    /// handles being dropped ([`StopCause::HandlesDropped`]); build one with
+    /// [`builder`](Self::builder) to test that. A `configure` that sets its own
+    /// [`Builder::on_event`] hook replaces the trace's (the run stays deterministic, its hash
+    /// covers less).
+    pub fn lifecycle(&self, configure: impl FnOnce(Builder) -> Builder) -> Lifecycle {
+        let weak = Arc::downgrade(&self.core);
+        let builder = self.builder().on_event(move |event| {
+            if let Some(core) = weak.upgrade() {
+                core.state().trace.event(&event.to_string());
+            }
+        });
+        let lifecycle = configure(builder).build();
+        self.watch(&lifecycle);
+        lifecycle
+    }
+
+    /// A lifecycle builder on the run's simulated clock and spawner, seeded from the run's
+    /// choices, not watched by the environment (see [`lifecycle`](Self::lifecycle)).
+    pub fn builder(&self) -> Builder {
+        let seed = self.core.state().source.next_u64();
+        Lifecycle::builder()
+            .clock(self.core.clock.clone())
+            .spawner(spawner(Arc::downgrade(&self.core)))
+            .seed(seed)
+    }
+
+    /// Makes the environment watch `lifecycle` (built with [`builder`](Self::builder)): as
+    /// for [`lifecycle`](Self::lifecycle), without the event trace.
+    pub fn watch(&self, lifecycle: &Lifecycle) {
+        self.core.state().lifecycles.push(lifecycle.clone());
+    }
+
+    /// The run's simulated clock: it moves only when nothing can run (to the next deadline)
+    /// or when a [`Fault::ClockJump`] fires.
+    pub fn clock(&self) -> ManualClock {
+        self.core.clock.clone()
+    }
+
+    /// Simulated time since the run began.
+    pub fn elapsed(&self) -> Duration {
+        self.core.elapsed()
+    }
+
+    /// Sleeps `duration` on the simulated clock.
+    pub fn sleep(&self, duration: Duration) -> Sleep {
+        let clock = &self.core.clock;
+        clock.sleep_until(clock.now() + duration)
+    }
+
+    /// Spawns `future` as a task of the run, named `name` in reports.
+    ///
+    /// # Panics
+    ///
+    /// When called from a thread other than the run's (the spawn is also reported as out of
+    /// reach).
+    pub fn spawn<F>(&self, name: impl Into<String>, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let slot = Arc::new(Mutex::new(JoinSlot {
+            value: None,
+            done: false,
+            waker: None,
+        }));
+        let result = Arc::clone(&slot);
+        let task = async move {
+            let value = future.await;
+            let waker = {
+                let mut slot = result.lock().unwrap_or_else(|e| e.into_inner());
+                slot.value = Some(value);
+                slot.done = true;
+                slot.waker.take()
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        };
+        let spawned = self.core.spawn(name.into(), task);
+        assert!(
+            spawned.is_some(),
+            "async_lifecycle::sim: Env::spawn from another thread than the run's"
+        );
+        JoinHandle { slot }
+    }
+
+    /// Yields once: the task goes back among the ready ones and the scheduler picks again.
+    /// A scheduling point for code that has no await where an interleaving matters.
+    pub fn yield_now(&self) -> YieldNow {
+        yield_now()
+    }
+
+    /// Queues `fault` for the environment task, after those already queued; see [`Fault`].
+    pub fn fault(&self, fault: Fault) {
+        let waker = {
+            let mut state = self.core.state();
+            state.faults.push_back(PendingFault { fault });
+            state.env_waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Wraps a service's future so that [`Fault::Panic`]`(service)` makes it panic at its next
+    /// poll: `lc.service("db", |stop| env.panicky("db", run_db(stop)))`. The lifecycle catches
+    /// the panic and reports the service as panicked, as it would a real one.
+    pub fn panicky<F: Future>(&self, service: impl Into<String>, future: F) -> Panicky<F> {
+        Panicky {
+            name: service.into(),
+            core: Arc::downgrade(&self.core),
+            future: Box::pin(future),
+        }
+    }
+
+    /// A choice in `0..n` from the run's choices (0 when `n <= 1`): for a scenario that varies
+    /// its own shape (how many jobs, which client disconnects) in a replayable way.
+    pub fn choose(&self, n: usize) -> usize {
+        self.core.state().source.choose(n)
+    }
+
+    /// The environment task: fires the queued faults, one at a time, when its choices say.
+    pub(crate) fn task(&self) -> EnvTask {
+        EnvTask {
+            core: Arc::clone(&self.core),
+            mode: Mode::Deciding,
+        }
+    }
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Env")
+            .field("elapsed", &self.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn yield_now() -> YieldNow {
+    YieldNow { yielded: false }
+}
+
+/// Yields once; see [`Env::yield_now`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless you .await or poll them"]
+pub struct YieldNow {
+    yielded: bool,
+}
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// A service future that panics when its [`Fault::Panic`] fires; see [`Env::panicky`].
+#[must_use = "futures do nothing unless you .await or poll them"]
+pub struct Panicky<F> {
+    name: String,
+    core: Weak<Core>,
+    future: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for Panicky<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if let Some(core) = self.core.upgrade() {
+            let mut state = core.state();
+            let index = match state.panics.iter().position(|(n, ..)| *n == self.name) {
+                Some(index) => index,
+                None => {
+                    state.panics.push((self.name.clone(), false, None));
+                    state.panics.len() - 1
+                }
+            };
+            let entry = &mut state.panics[index];
+            if entry.1 {
+                entry.1 = false;
+                drop(state);
+                panic!(
+                    "injected panic in service \"{}\" (sim::Fault::Panic)",
+                    self.name
+                );
+            }
+            entry.2 = Some(cx.waker().clone());
+        }
+        self.future.as_mut().poll(cx)
+    }
+}
+
+impl<F> fmt::Debug for Panicky<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Panicky")
+            .field("service", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the environment task is in deciding when its next fault fires.
+enum Mode {
+    /// Polled as any task: fire now, yield (stay ready), or park until nothing else can run.
+    Deciding,
+    /// Parked until the executor finds nothing else to run (round when parked).
+    Parked(u64),
+    /// Letting time pass: asleep until the next deadline.
+    Sleeping(Sleep),
+}
+
+pub(crate) struct EnvTask {
+    core: Arc<Core>,
+    mode: Mode,
+}
+
+/// The environment's choices at a poll: fire the next fault, yield, or park.
+const FIRE: usize = 0;
+const YIELD: usize = 1;
+
+impl Future for EnvTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let mut state = this.core.state();
+        if state.faults.is_empty() {
+            state.env_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let fire = match &mut this.mode {
+            Mode::Deciding => match state.source.choose(3) {
+                FIRE => true,
+                YIELD => {
+                    cx.waker().wake_by_ref();
+                    false
+                }
+                _ => {
+                    this.mode = Mode::Parked(state.idle_rounds);
+                    state.idle.push(cx.waker().clone());
+                    false
+                }
+            },
+            Mode::Parked(round) if state.idle_rounds == *round => {
+                // Woken for another reason (a fault queued): still parked.
+                state.idle.push(cx.waker().clone());
+                false
+            }
+            Mode::Parked(_) => {
+                // Nothing else can run: fire now, or let time pass to the next deadline.
+                let deadline = this.core.clock.next_deadline();
+                match deadline {
+                    Some(deadline) if state.source.choose(2) == 1 => {
+                        drop(state);
+                        let mut sleep = this.core.clock.sleep_until(deadline);
+                        let woke = sleep.as_mut().poll(cx).is_ready();
+                        this.mode = if woke {
+                            cx.waker().wake_by_ref();
+                            Mode::Deciding
+                        } else {
+                            Mode::Sleeping(sleep)
+                        };
+                        return Poll::Pending;
+                    }
+                    _ => true,
+                }
+            }
+            Mode::Sleeping(sleep) => {
+                drop(state);
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.mode = Mode::Deciding;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        };
+        if !fire {
+            return Poll::Pending;
+        }
+        this.mode = Mode::Deciding;
+        let Some(PendingFault { fault }) = state.faults.pop_front() else {
+            return Poll::Pending;
+        };
+        state.faults_fired += 1;
+        state.trace.fault(&fault.to_string());
+        let first_signal = matches!(fault, Fault::Signal) && {
+            state.signals += 1;
+            state.signals == 1
+        };
+        let targets = state.lifecycles.clone();
+        let panicked = match &fault {
+            Fault::Panic(name) => {
+                let index = match state.panics.iter().position(|(n, ..)| n == name) {
+                    Some(index) => index,
+                    None => {
+                        state.panics.push((name.to_string(), false, None));
+                        state.panics.len() - 1
+                    }
+                };
+                state.panics[index].1 = true;
+                state.panics[index].2.take()
+            }
+            _ => None,
+        };
+        drop(state);
+        // Outside the lock: the lifecycles call back into the run (events, wakes).
+        match fault {
+            Fault::Stop(cause) => targets.iter().for_each(|lc| lc.stop(cause.clone())),
+            Fault::Signal if first_signal => targets
+                .iter()
+                .for_each(|lc| lc.stop(StopCause::Signal("SIGTERM"))),
+            Fault::Signal | Fault::Force => targets.iter().for_each(Lifecycle::force),
+            Fault::Panic(_) => {
+                if let Some(waker) = panicked {
+                    waker.wake();
+                }
+            }
+            Fault::ClockJump(by) => {
+                let mut state = this.core.state();
+                state.jumps += 1;
+                let to = this.core.elapsed() + by;
+                state.trace.jump(to);
+                drop(state);
+                this.core.clock.advance(by);
+            }
+        }
+        drop(targets);
+        // Yield after each fault, so its effects interleave with the next decision.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

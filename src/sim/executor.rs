@@ -1,0 +1,485 @@
+//! The single-thread executor of one simulated run: its tasks, its inbox of woken tasks, its
+//! clock, and the loop that asks the scheduler which ready task runs next.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use async_task::Runnable;
+
+use super::choice::Source;
+use super::env::PendingFault;
+use super::reach;
+use super::report::{Deadlock, FailureKind, Trace};
+use super::sched::Picker;
+use super::{Outcome, Token};
+use crate::{Clock, Lifecycle, ManualClock};
+
+/// A task's number in its run, in spawn order: the environment is 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct TaskId(pub(crate) usize);
+
+pub(crate) const ENVIRONMENT: TaskId = TaskId(0);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where wakers put the tasks they wake, from any thread.
+#[derive(Default)]
+struct Inbox {
+    woken: Vec<Runnable<TaskId>>,
+    /// The first wake or spawn that came from another thread: out of reach.
+    foreign: Option<String>,
+}
+
+/// One run: shared by its tasks (through `Env`), its lifecycles' spawners (weakly) and the
+/// loop that drives it.
+pub(crate) struct Core {
+    id: u64,
+    inbox: Arc<Mutex<Inbox>>,
+    pub(crate) state: Mutex<State>,
+    pub(crate) clock: ManualClock,
+    pub(crate) start: Instant,
+    /// The scenario's output, once it returned.
+    output: Mutex<Option<Outcome>>,
+}
+
+/// Everything the run's tasks and the loop share on the run's thread.
+pub(crate) struct State {
+    pub(crate) source: Source,
+    picker: Picker,
+    tasks: Vec<TaskEntry>,
+    pub(crate) trace: Trace,
+    /// Tasks waiting for the moment nothing else can run (the environment, parked).
+    pub(crate) idle: Vec<Waker>,
+    /// How many times the idle waiters were woken.
+    pub(crate) idle_rounds: u64,
+    /// The lifecycles the environment targets and the deadlock report names.
+    pub(crate) lifecycles: Vec<Lifecycle>,
+    /// The environment's faults, in the order they fire.
+    pub(crate) faults: VecDeque<PendingFault>,
+    pub(crate) env_waker: Option<Waker>,
+    /// Signals fired so far (the second forces).
+    pub(crate) signals: u32,
+    /// Services wrapped by `Env::panicky`: name, armed, the last waker.
+    pub(crate) panics: Vec<(String, bool, Option<Waker>)>,
+    pub(crate) faults_fired: u64,
+    pub(crate) jumps: u64,
+}
+
+struct TaskEntry {
+    name: String,
+    handle: Option<async_task::Task<(), TaskId>>,
+}
+
+impl Core {
+    pub(crate) fn new(id: u64, token: &Token) -> Arc<Core> {
+        let mut source = token.choices.source();
+        let picker = Picker::new(token.plan, &mut source);
+        let clock = ManualClock::new();
+        Arc::new(Core {
+            id,
+            inbox: Arc::default(),
+            state: Mutex::new(State {
+                source,
+                picker,
+                tasks: Vec::new(),
+                trace: Trace::new(),
+                idle: Vec::new(),
+                idle_rounds: 0,
+                lifecycles: Vec::new(),
+                faults: VecDeque::new(),
+                env_waker: None,
+                signals: 0,
+                panics: Vec::new(),
+                faults_fired: 0,
+                jumps: 0,
+            }),
+            start: clock.now(),
+            clock,
+            output: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Simulated time since the run began.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.clock.now() - self.start
+    }
+
+    /// Whether the calling thread is the one driving this run.
+    fn on_run_thread(&self) -> bool {
+        reach::current_run() == self.id
+    }
+
+    /// Spawns `future` as a task of this run, scheduled at once; `None` from another thread
+    /// (out of reach: recorded, and the future dropped).
+    pub(crate) fn spawn<F>(&self, name: String, future: F) -> Option<TaskId>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        if !self.on_run_thread() {
+            let mut inbox = lock(&self.inbox);
+            inbox.foreign.get_or_insert_with(|| {
+                format!(
+                    "task `{name}` was spawned from another thread ({}): a spawn from another \
+                     executor or a real thread inside a simulated run",
+                    thread_name()
+                )
+            });
+            // Not run: dropped here, on the thread that made it.
+            return None;
+        }
+        let mut state = self.state();
+        let id = TaskId(state.tasks.len());
+        let inbox = Arc::clone(&self.inbox);
+        let run = self.id;
+        let schedule = move |runnable: Runnable<TaskId>| {
+            let foreign = reach::current_run() != run;
+            let mut inbox = lock(&inbox);
+            if foreign && inbox.foreign.is_none() {
+                inbox.foreign = Some(format!(
+                    "task #{} was woken from another thread ({}): a real timer, socket or \
+                     another executor inside a simulated run",
+                    runnable.metadata().0,
+                    thread_name()
+                ));
+            }
+            inbox.woken.push(runnable);
+        };
+        let (runnable, handle) = async_task::Builder::new()
+            .metadata(id)
+            .spawn(move |_| future, schedule);
+        state.tasks.push(TaskEntry {
+            name,
+            handle: Some(handle),
+        });
+        let State { picker, source, .. } = &mut *state;
+        picker.spawned(id, source);
+        drop(state);
+        runnable.schedule();
+        Some(id)
+    }
+
+    /// A task's name for reports: `name #id`.
+    fn task_name(&self, id: TaskId) -> String {
+        let state = self.state();
+        match state.tasks.get(id.0) {
+            Some(task) => format!("{} #{}", task.name, id.0),
+            None => format!("#{}", id.0),
+        }
+    }
+
+    pub(crate) fn set_output(&self, output: Outcome) {
+        *lock(&self.output) = Some(output);
+    }
+
+    /// Runs until the scenario (task `scenario`) returns or the run fails.
+    pub(crate) fn drive(self: &Arc<Self>, scenario: TaskId, max_steps: u64) -> Drive {
+        let mut ready: Vec<Runnable<TaskId>> = Vec::new();
+        let mut ids: Vec<TaskId> = Vec::new();
+        let mut steps = 0;
+        let result = loop {
+            {
+                let mut inbox = lock(&self.inbox);
+                if let Some(message) = inbox.foreign.take() {
+                    break Err(FailureKind::OutOfReach(message));
+                }
+                ready.append(&mut inbox.woken);
+            }
+            if let Some(message) = reach::take_violation() {
+                break Err(FailureKind::OutOfReach(message));
+            }
+            if let Some(output) = lock(&self.output).take() {
+                break Ok(output);
+            }
+            if ready.is_empty() {
+                let idle = {
+                    let mut state = self.state();
+                    if !state.idle.is_empty() {
+                        state.idle_rounds += 1;
+                    }
+                    std::mem::take(&mut state.idle)
+                };
+                if !idle.is_empty() {
+                    idle.into_iter().for_each(Waker::wake);
+                    continue;
+                }
+                if let Some(deadline) = self.clock.next_deadline() {
+                    let mut state = self.state();
+                    state.jumps += 1;
+                    let at = deadline.saturating_duration_since(self.start);
+                    state.trace.jump(at);
+                    drop(state);
+                    self.clock.advance_to(deadline);
+                    continue;
+                }
+                break Err(FailureKind::Deadlock(self.deadlock()));
+            }
+            if steps >= max_steps {
+                break Err(FailureKind::StepLimit { steps });
+            }
+            steps += 1;
+            ids.clear();
+            ids.extend(ready.iter().map(|r| *r.metadata()));
+            let pick = {
+                let mut state = self.state();
+                let State { picker, source, .. } = &mut *state;
+                let pick = picker.pick(&ids, steps, source);
+                state.trace.step(ids[pick]);
+                pick
+            };
+            let runnable = ready.swap_remove(pick);
+            let id = ids[pick];
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| runnable.run())) {
+                break Err(self.classify(id, scenario, &*payload));
+            }
+        };
+        // Not run again: dropped with the rest at the cleanup.
+        lock(&self.inbox).woken.append(&mut ready);
+        Drive { result, steps }
+    }
+
+    /// What a panic that escaped task `id` means.
+    fn classify(
+        &self,
+        id: TaskId,
+        scenario: TaskId,
+        payload: &(dyn std::any::Any + Send),
+    ) -> FailureKind {
+        if let Some(message) = reach::take_violation() {
+            return FailureKind::OutOfReach(message);
+        }
+        let message = crate::service::panic_text(payload);
+        let location = reach::take_panic()
+            .map(|(_, location)| location)
+            .filter(|l| !l.is_empty());
+        if let Some(kind) = tokio_out_of_reach(&message) {
+            return kind;
+        }
+        let message = match location {
+            Some(location) => format!("{message} (at {location})"),
+            None => message,
+        };
+        if id == scenario {
+            FailureKind::Check(format!("the scenario panicked: {message}"))
+        } else {
+            FailureKind::Panic {
+                task: self.task_name(id),
+                message,
+            }
+        }
+    }
+
+    /// Nothing can run, no timer is set, and the scenario has not returned.
+    fn deadlock(&self) -> Deadlock {
+        let (lifecycles, waiting) = {
+            let state = self.state();
+            let waiting: Vec<String> = state
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(i, task)| {
+                    *i != ENVIRONMENT.0 && task.handle.as_ref().is_some_and(|h| !h.is_finished())
+                })
+                .map(|(i, task)| format!("{} #{i}", task.name))
+                .collect();
+            (state.lifecycles.clone(), waiting)
+        };
+        let mut services = Vec::new();
+        let mut sessions = Vec::new();
+        for lc in &lifecycles {
+            let snapshot = lc.snapshot();
+            services.extend(
+                snapshot
+                    .services()
+                    .iter()
+                    .filter(|s| s.is_running())
+                    .map(|s| (s.name().to_owned(), s.uptime())),
+            );
+            sessions.extend(
+                snapshot
+                    .oldest_sessions()
+                    .iter()
+                    .map(|s| (s.name().to_owned(), s.age())),
+            );
+        }
+        Deadlock {
+            elapsed: self.elapsed(),
+            tasks: waiting,
+            services,
+            sessions,
+        }
+    }
+
+    /// The snapshots of the watched lifecycles, for the trace's end.
+    pub(crate) fn final_snapshots(&self) -> Vec<String> {
+        let lifecycles = self.state().lifecycles.clone();
+        lifecycles
+            .iter()
+            .map(|lc| lc.snapshot().to_string())
+            .collect()
+    }
+
+    /// Cancels every task and drops every future, so nothing of the run outlives it (its
+    /// lifecycles, which the environment holds, included). Called on the run's thread.
+    pub(crate) fn cleanup(&self) {
+        let (handles, lifecycles, faults, idle, env_waker, panics) = {
+            let mut state = self.state();
+            let handles: Vec<_> = state
+                .tasks
+                .iter_mut()
+                .filter_map(|t| t.handle.take())
+                .collect();
+            (
+                handles,
+                std::mem::take(&mut state.lifecycles),
+                std::mem::take(&mut state.faults),
+                std::mem::take(&mut state.idle),
+                state.env_waker.take(),
+                std::mem::take(&mut state.panics),
+            )
+        };
+        // Each of these may run arbitrary drop code (a service's, a session's): outside the
+        // lock, and a panic in one does not keep the others from being dropped.
+        let quietly = |f: &mut dyn FnMut()| {
+            let _ = catch_unwind(AssertUnwindSafe(f));
+        };
+        for handle in handles {
+            // Cancelling an idle task schedules it, so its future is dropped below.
+            let mut handle = Some(handle);
+            quietly(&mut || drop(handle.take()));
+        }
+        let mut rest = Some((faults, idle, env_waker, panics));
+        quietly(&mut || drop(rest.take()));
+        loop {
+            let woken = std::mem::take(&mut lock(&self.inbox).woken);
+            if woken.is_empty() {
+                break;
+            }
+            for runnable in woken {
+                // A cancelled task's `run` only drops its future.
+                let mut runnable = Some(runnable);
+                quietly(&mut || {
+                    if let Some(r) = runnable.take() {
+                        r.run();
+                    }
+                });
+            }
+        }
+        // Last: the lifecycles' own drop (a stop for handles dropped) wakes nothing left.
+        let mut lifecycles = Some(lifecycles);
+        quietly(&mut || drop(lifecycles.take()));
+        let woken = std::mem::take(&mut lock(&self.inbox).woken);
+        let mut woken = Some(woken);
+        quietly(&mut || drop(woken.take()));
+        lock(&self.inbox).foreign = None;
+        reach::take_violation();
+        reach::take_panic();
+    }
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("id", &self.id)
+            .field("elapsed", &self.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How `drive` ended.
+pub(crate) struct Drive {
+    pub(crate) result: Result<Outcome, FailureKind>,
+    pub(crate) steps: u64,
+}
+
+fn thread_name() -> String {
+    let thread = std::thread::current();
+    match thread.name() {
+        Some(name) => format!("thread `{name}`"),
+        None => format!("{:?}", thread.id()),
+    }
+}
+
+/// tokio's panics outside a runtime, named for what they are here.
+fn tokio_out_of_reach(message: &str) -> Option<FailureKind> {
+    let tokio = message.contains("Tokio 1.x")
+        || message.contains("no reactor running")
+        || message.contains("timers are disabled");
+    tokio.then(|| {
+        FailureKind::OutOfReach(format!(
+            "tokio was used inside a simulated run (it panicked: {message:?}): a tokio timer, \
+             socket or spawn runs on tokio's runtime, not on the simulator, and could not be \
+             replayed. Sleep on the simulated clock (`Env::sleep`, or the lifecycle's clock) \
+             and spawn with `Env::spawn`"
+        ))
+    })
+}
+
+/// A task's result, for its [`JoinHandle`].
+pub(crate) struct JoinSlot<T> {
+    pub(crate) value: Option<T>,
+    pub(crate) done: bool,
+    pub(crate) waker: Option<Waker>,
+}
+
+/// Resolves with the output of a task spawned by [`Env::spawn`](super::Env::spawn).
+///
+/// Dropping it detaches the task, which runs on; every task of a run is dropped when the run
+/// ends (when the scenario returns or the run fails).
+pub struct JoinHandle<T> {
+    pub(crate) slot: Arc<Mutex<JoinSlot<T>>>,
+}
+
+impl<T> JoinHandle<T> {
+    /// Whether the task has returned.
+    pub fn is_finished(&self) -> bool {
+        lock(&self.slot).done
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut slot = lock(&self.slot);
+        match slot.value.take() {
+            Some(value) => Poll::Ready(value),
+            None => {
+                assert!(!slot.done, "a sim::JoinHandle polled after it resolved");
+                slot.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+/// The spawner a simulated lifecycle runs its services with: each is a task of the run.
+/// Holds the run weakly: a lifecycle kept past its run drops what it spawns.
+pub(crate) fn spawner(
+    core: Weak<Core>,
+) -> impl Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync + 'static {
+    move |future| {
+        if let Some(core) = core.upgrade() {
+            core.spawn("lifecycle task".to_owned(), future);
+        }
+    }
+}
