@@ -1,0 +1,142 @@
+//! `examples/sim_race.rs` as a child process, as its user runs it: the search finds the
+//! planted race within its 1,000 runs and prints `replay:` and `trace:` lines with exit 1;
+//! `--replay TOKEN` (and the `ASYNC_LIFECYCLE_SIM_REPLAY` variable) reproduce it with the
+//! identical trace line and exit 1; `--fixed` passes 10,000 schedules with exit 0; bad
+//! arguments are one usage line and exit 64.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the example with `args` (and `env`) to its end, killing it and failing past
+/// `support::PATIENCE` (a bound on failure, never a wait).
+fn sim_race(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(support::example("sim_race"));
+    command
+        .args(args)
+        .env_remove("ASYNC_LIFECYCLE_SIM_REPLAY")
+        .env_remove("ASYNC_LIFECYCLE_SIM_SEED")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command.spawn().expect("the example starts");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(support::PATIENCE) {
+        Ok(output) => {
+            let output = output.expect("the example's output is read");
+            Output {
+                code: output.status.code(),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            }
+        }
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", &pid.to_string()])
+                .status();
+            panic!(
+                "sim_race {args:?} did not exit within {:?}",
+                support::PATIENCE
+            );
+        }
+    }
+}
+
+/// The value of the one line that begins with `prefix`.
+fn line<'a>(output: &'a Output, prefix: &str) -> &'a str {
+    let found: Vec<&str> = output
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {prefix:?} line expected in:\n{}\nstderr:\n{}",
+        output.stdout,
+        output.stderr
+    );
+    found[0]
+}
+
+#[test]
+fn the_search_finds_the_race_and_its_token_replays_it_with_the_same_trace() {
+    let found = sim_race(&[], &[]);
+    assert_eq!(found.code, Some(1), "{}\n{}", found.stdout, found.stderr);
+    assert!(
+        found
+            .stdout
+            .contains("taken off the queue after the stop and lost"),
+        "{}",
+        found.stdout
+    );
+    // Within the 1,000 runs it searches (the run index is printed from 0).
+    let run = found
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("run "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no run index in:\n{}", found.stdout));
+    assert!(run < 1000, "{run}");
+    let token = line(&found, "replay: ");
+    let trace = line(&found, "trace: ");
+    assert!(token.starts_with("v1-"), "{token}");
+    assert_eq!(trace.len(), 16, "{trace}");
+    assert!(trace.bytes().all(|b| b.is_ascii_hexdigit()), "{trace}");
+    assert!(found.stderr.is_empty(), "{}", found.stderr);
+
+    let replayed = sim_race(&["--replay", token], &[]);
+    assert_eq!(replayed.code, Some(1), "{}", replayed.stdout);
+    assert_eq!(line(&replayed, "replay: "), token);
+    assert_eq!(line(&replayed, "trace: "), trace);
+    assert!(replayed.stdout.contains("lost"), "{}", replayed.stdout);
+
+    // The search honours the replay variable: the same run, the same trace.
+    let from_env = sim_race(&[], &[("ASYNC_LIFECYCLE_SIM_REPLAY", token)]);
+    assert_eq!(from_env.code, Some(1), "{}", from_env.stdout);
+    assert_eq!(line(&from_env, "trace: "), trace);
+}
+
+#[test]
+fn the_fixed_worker_passes_ten_thousand_schedules() {
+    let fixed = sim_race(&["--fixed"], &[]);
+    assert_eq!(fixed.code, Some(0), "{}\n{}", fixed.stdout, fixed.stderr);
+    assert!(
+        fixed.stdout.contains("10000 runs passed"),
+        "{}",
+        fixed.stdout
+    );
+    assert!(!fixed.stdout.contains("replay: "), "{}", fixed.stdout);
+}
+
+#[test]
+fn bad_arguments_are_one_usage_line_and_exit_64() {
+    for args in [
+        &["--frobnicate"][..],
+        &["--replay"],
+        &["--replay", "not-a-token"],
+        &["--replay", "v1-random-s1", "extra"],
+        &["--fixed", "--fixed"],
+    ] {
+        let output = sim_race(args, &[]);
+        assert_eq!(output.code, Some(64), "{args:?}: {}", output.stdout);
+        assert!(output.stdout.is_empty(), "{args:?}: {}", output.stdout);
+        let lines: Vec<&str> = output.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {}", output.stderr);
+        assert!(lines[0].starts_with("usage: sim_race"), "{}", lines[0]);
+    }
+}
