@@ -8,15 +8,23 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::executor::{Core, JoinHandle, JoinSlot, spawner};
+use super::executor::{Core, JoinHandle, JoinSlot, State, spawner};
 use crate::{Builder, Clock, Lifecycle, ManualClock, Sleep, StopCause};
 
 /// A fault the environment injects into a run, at a moment the scheduler chooses.
 ///
-/// Faults are queued with [`Env::fault`] and fire in the order they were queued, each when
-/// the environment task — one task among the others — decides to, so the moment a signal
-/// lands is explored like any other interleaving. A fault targets the lifecycles the
-/// environment watches ([`Env::lifecycle`], [`Env::watch`]).
+/// Faults are queued with [`Env::fault`] and fire in the order they were queued. The
+/// environment is one task among the others, and the run's choices decide when it fires
+/// each: a number of steps from now (log-uniform below 256, zero included), at the next
+/// quiescent point (when nothing else can run — and then perhaps only after the clock's next
+/// deadline), or after some simulated time (log-uniform from 1 ms to about 65 s). When it
+/// becomes ready to fire, the scheduler still decides when it runs among the others. So the
+/// moment a signal lands is explored like any other interleaving, early and late, between
+/// two polls of a task or after a timer.
+///
+/// A fault targets the lifecycles the environment watches ([`Env::lifecycle`],
+/// [`Env::watch`]); one watched by none (or a panic of a service never wrapped) changes
+/// nothing but the trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
@@ -290,12 +298,15 @@ impl<F> fmt::Debug for Panicky<F> {
 
 /// Where the environment task is in deciding when its next fault fires.
 enum Mode {
-    /// Polled as any task: fire now, yield (stay ready), or park until nothing else can run.
+    /// About to choose when the next fault fires.
     Deciding,
-    /// Parked until the executor finds nothing else to run (round when parked).
+    /// Waiting for the executor's step count to reach `at` (or for nothing else to be able
+    /// to run first: `round` is the idle round when it began waiting).
+    Alarm { at: u64, round: u64 },
+    /// Waiting until nothing else can run (the idle round when it parked).
     Parked(u64),
-    /// Letting time pass: asleep until the next deadline.
-    Sleeping(Sleep),
+    /// Letting time pass: asleep until a deadline, then firing (`fire`) or deciding again.
+    Sleeping { sleep: Sleep, fire: bool },
 }
 
 pub(crate) struct EnvTask {
@@ -303,9 +314,12 @@ pub(crate) struct EnvTask {
     mode: Mode,
 }
 
-/// The environment's choices at a poll: fire the next fault, yield, or park.
-const FIRE: usize = 0;
-const YIELD: usize = 1;
+/// How far ahead a fault may be put, in steps: delays are drawn log-uniformly below
+/// 2^this, so a fault is as likely to land within 2 steps as within 100 to 200, whatever the
+/// run's length, and no estimate of it has to be part of the replay token.
+const MAX_DELAY_BITS: usize = 8;
+/// The same in simulated time, in milliseconds: from 1 ms to about 65 s.
+const MAX_TIME_BITS: usize = 16;
 
 impl Future for EnvTask {
     type Output = ();
@@ -317,51 +331,77 @@ impl Future for EnvTask {
             state.env_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
+        let idle_woken = |round: u64, state: &State| state.idle_rounds > round;
         let fire = match &mut this.mode {
             Mode::Deciding => match state.source.choose(3) {
-                FIRE => true,
-                YIELD => {
-                    cx.waker().wake_by_ref();
-                    false
+                // A number of steps from now.
+                0 => {
+                    let bits = state.source.choose(MAX_DELAY_BITS + 1);
+                    let delay = state.source.choose(1 << bits) as u64;
+                    if delay == 0 {
+                        true
+                    } else {
+                        let (at, round) = (state.steps + delay, state.idle_rounds);
+                        state.alarm = Some((at, cx.waker().clone()));
+                        state.idle.push(cx.waker().clone());
+                        this.mode = Mode::Alarm { at, round };
+                        false
+                    }
                 }
-                _ => {
+                // At the next moment nothing else can run: a quiescent point (the worker
+                // waiting, the queue empty).
+                1 => {
                     this.mode = Mode::Parked(state.idle_rounds);
                     state.idle.push(cx.waker().clone());
                     false
                 }
+                // After some simulated time (the signal that comes at 14:03).
+                _ => {
+                    let bits = state.source.choose(MAX_TIME_BITS + 1);
+                    let millis = 1 + state.source.choose(1 << bits) as u64;
+                    drop(state);
+                    let clock = &this.core.clock;
+                    let sleep = clock.sleep_until(clock.now() + Duration::from_millis(millis));
+                    this.mode = Mode::Sleeping { sleep, fire: true };
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
             },
-            Mode::Parked(round) if state.idle_rounds == *round => {
-                // Woken for another reason (a fault queued): still parked.
+            Mode::Alarm { at, .. } if state.steps >= *at => {
+                state.alarm = None;
+                true
+            }
+            Mode::Alarm { round, .. } | Mode::Parked(round) if !idle_woken(*round, &state) => {
+                // Woken for another reason (a fault queued): still waiting.
                 state.idle.push(cx.waker().clone());
                 false
             }
-            Mode::Parked(_) => {
+            Mode::Alarm { .. } | Mode::Parked(_) => {
                 // Nothing else can run: fire now, or let time pass to the next deadline.
-                let deadline = this.core.clock.next_deadline();
-                match deadline {
+                state.alarm = None;
+                match this.core.clock.next_deadline() {
                     Some(deadline) if state.source.choose(2) == 1 => {
                         drop(state);
-                        let mut sleep = this.core.clock.sleep_until(deadline);
-                        let woke = sleep.as_mut().poll(cx).is_ready();
-                        this.mode = if woke {
-                            cx.waker().wake_by_ref();
-                            Mode::Deciding
-                        } else {
-                            Mode::Sleeping(sleep)
-                        };
+                        let sleep = this.core.clock.sleep_until(deadline);
+                        this.mode = Mode::Sleeping { sleep, fire: false };
+                        cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
                     _ => true,
                 }
             }
-            Mode::Sleeping(sleep) => {
+            Mode::Sleeping { sleep, fire } => {
                 drop(state);
                 if sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                this.mode = Mode::Deciding;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+                if !*fire {
+                    this.mode = Mode::Deciding;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                state = this.core.state();
+                true
             }
         };
         if !fire {

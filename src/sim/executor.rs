@@ -60,6 +60,10 @@ pub(crate) struct State {
     pub(crate) idle: Vec<Waker>,
     /// How many times the idle waiters were woken.
     pub(crate) idle_rounds: u64,
+    /// Steps taken so far.
+    pub(crate) steps: u64,
+    /// A task to wake once `steps` reaches a count (the environment, waiting to fire).
+    pub(crate) alarm: Option<(u64, Waker)>,
     /// The lifecycles the environment targets and the deadlock report names.
     pub(crate) lifecycles: Vec<Lifecycle>,
     /// The environment's faults, in the order they fire.
@@ -93,6 +97,8 @@ impl Core {
                 trace: Trace::new(),
                 idle: Vec::new(),
                 idle_rounds: 0,
+                steps: 0,
+                alarm: None,
                 lifecycles: Vec::new(),
                 faults: VecDeque::new(),
                 env_waker: None,
@@ -231,13 +237,19 @@ impl Core {
             steps += 1;
             ids.clear();
             ids.extend(ready.iter().map(|r| *r.metadata()));
-            let pick = {
+            let (pick, alarm) = {
                 let mut state = self.state();
                 let State { picker, source, .. } = &mut *state;
                 let pick = picker.pick(&ids, steps, source);
                 state.trace.step(ids[pick]);
-                pick
+                state.steps = steps;
+                let due = state.alarm.as_ref().is_some_and(|(at, _)| *at <= steps);
+                (pick, if due { state.alarm.take() } else { None })
             };
+            if let Some((_, waker)) = alarm {
+                // Ready from the next step on, among the others.
+                waker.wake();
+            }
             let runnable = ready.swap_remove(pick);
             let id = ids[pick];
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| runnable.run())) {
@@ -333,7 +345,7 @@ impl Core {
     /// Cancels every task and drops every future, so nothing of the run outlives it (its
     /// lifecycles, which the environment holds, included). Called on the run's thread.
     pub(crate) fn cleanup(&self) {
-        let (handles, lifecycles, faults, idle, env_waker, panics) = {
+        let (handles, lifecycles, faults, idle, env_waker, panics, alarm) = {
             let mut state = self.state();
             let handles: Vec<_> = state
                 .tasks
@@ -347,6 +359,7 @@ impl Core {
                 std::mem::take(&mut state.idle),
                 state.env_waker.take(),
                 std::mem::take(&mut state.panics),
+                state.alarm.take(),
             )
         };
         // Each of these may run arbitrary drop code (a service's, a session's): outside the
@@ -359,7 +372,7 @@ impl Core {
             let mut handle = Some(handle);
             quietly(&mut || drop(handle.take()));
         }
-        let mut rest = Some((faults, idle, env_waker, panics));
+        let mut rest = Some((faults, idle, env_waker, panics, alarm));
         quietly(&mut || drop(rest.take()));
         loop {
             let woken = std::mem::take(&mut lock(&self.inbox).woken);

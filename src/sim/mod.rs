@@ -93,6 +93,10 @@
 //! real timer, a real socket, another executor) fail the run with
 //! [`FailureKind::OutOfReach`], naming what was used and what to use instead. Blocking
 //! calls (`std::thread::sleep`, blocking I/O) cannot be seen: they only make the run slow.
+//! Nor can a wake from another thread that lands while the woken task is being polled
+//! (async-task folds it into that poll); a real timer or socket wakes later, and is seen —
+//! or, if it has not woken the task by the time nothing else can run, the run is reported
+//! as a deadlock, whose message says so.
 //! Do not call [`Config::search`] from inside a tokio runtime: a tokio timer would then be
 //! armed on it and never fire within the run (a deadlock).
 //!
