@@ -490,7 +490,11 @@ fn status(snapshot: &Snapshot) -> String {
     let pre_drain = snapshot.is_stopping();
     let mut text = format!(
         "{}: {live} session{}",
-        if pre_drain { "pre-drain (not ready)" } else { "draining" },
+        if pre_drain {
+            "pre-drain (not ready)"
+        } else {
+            "draining"
+        },
         if live == 1 { "" } else { "s" }
     );
     if let Some(oldest) = snapshot.oldest_sessions().first() {
