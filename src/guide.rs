@@ -13,6 +13,9 @@
 //! - [Coming from `CancellationToken` + `TaskTracker`](#coming-from-cancellationtoken--tasktracker)
 //! - [Deploying it](#deploying-it)
 //!
+//! Testing the shutdown of your own services and sessions under the deterministic simulator
+//! (feature `sim`) has a page of its own: [`simulation`].
+//!
 //! # The server with async-lifecycle
 //!
 //! [`serve`] is the accept loop, run as a [service](crate::Lifecycle::service): every
@@ -410,3 +413,7 @@
 // features its examples use (`serve` brings `tower` and `tokio`).
 #![cfg(all(feature = "serve", feature = "signal", unix))]
 #![cfg_attr(docsrs, doc(cfg(all(feature = "serve", feature = "signal", unix))))]
+
+#[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
+pub mod simulation;
