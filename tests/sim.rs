@@ -491,6 +491,28 @@ fn byte_and_list_choices_replay_and_drive_a_search_like_a_fuzzer() {
 }
 
 #[test]
+fn a_spin_on_a_flag_is_no_livelock_under_pct() {
+    // The scenario spins until a task it spawned sets a flag: under PCT a spinning task that
+    // outranks the setter would never let it run, unless yielding demotes it (as it does).
+    for depth in 1..=3 {
+        Config::new()
+            .runs(100)
+            .max_steps(1000)
+            .scheduler(Scheduler::Pct(depth))
+            .search(|env| async move {
+                let flag = Arc::new(AtomicU64::new(0));
+                let setter = flag.clone();
+                env.spawn("setter", async move { setter.store(1, Ordering::Relaxed) });
+                while flag.load(Ordering::Relaxed) == 0 {
+                    env.yield_now().await;
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|failure| panic!("PCT {depth}: {failure}"));
+    }
+}
+
+#[test]
 fn a_livelock_hits_the_step_limit() {
     let failure = Config::new()
         .runs(2)

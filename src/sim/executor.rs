@@ -252,8 +252,10 @@ impl Core {
             }
             let runnable = ready.swap_remove(pick);
             let id = ids[pick];
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| runnable.run())) {
-                break Err(self.classify(id, scenario, &*payload));
+            match catch_unwind(AssertUnwindSafe(|| runnable.run())) {
+                // `true`: it woke itself while it ran, it yielded.
+                Ok(yielded) => self.state().picker.ran(id, yielded),
+                Err(payload) => break Err(self.classify(id, scenario, &*payload)),
             }
         };
         // Not run again: dropped with the rest at the cleanup.

@@ -18,8 +18,12 @@ use super::executor::TaskId;
 ///   shutdown races have depth 1 or 2) is found by each run with probability at least
 ///   `1 / (n · k^(d−1))`, for `n` tasks and `k` steps, whatever the program — so with 5 tasks
 ///   and 200 steps, a depth-2 bug is found at least once per 1,000 runs on average, and
-///   10,000 runs miss it with probability below e⁻¹⁰. `d` is 1 to 3 here; `k` is learned
+///   10,000 runs miss it with probability below e⁻¹⁰ (the bound covers the order of the
+///   tasks' steps; the environment's fault timing is drawn on top). `d` is 1 to 3 here; `k` is learned
 ///   from the previous runs of a search (or set by [`Config::pct_steps`](super::Config::pct_steps)).
+///   One departure from the paper, as in shuttle: a task that yields 32 times in a row (a
+///   spin on a flag) goes below every other, so that PCT cannot starve the task that sets
+///   the flag into a livelock of its own making.
 /// - [`Portfolio`](Scheduler::Portfolio) (the default): run `i` of a search uses Random,
 ///   PCT 1, PCT 2 and PCT 3 in turn (`i mod 4`), so no one scheduler's blind spot is the
 ///   search's.
@@ -85,16 +89,29 @@ pub(crate) enum Picker {
 
 #[derive(Debug)]
 pub(crate) struct Pct {
-    /// Each task's priority, by id: a random draw above `LOW` for a task never demoted,
-    /// `1..depth` once demoted at a change point.
+    /// Each task's priority, by id: a random draw above `HIGH` for a task never demoted,
+    /// `MID + 1 ..= MID + depth − 1` once demoted at a change point, below `MID` (the
+    /// later, the lower) once caught spinning.
     priorities: Vec<u64>,
+    /// Each task's yields in a row (self-wakes without a poll in between that did not).
+    streaks: Vec<u32>,
+    /// Tasks caught spinning so far: the next goes below all of them.
+    spins: u64,
     /// The steps (1-based) at which the task about to run is demoted, with the priority it
     /// gets then.
     change_points: Vec<(u64, u64)>,
 }
 
-/// Every priority drawn at spawn is above this; demoted ones are below.
-const LOW: u64 = 1 << 8;
+/// Every priority drawn at spawn is above this.
+const HIGH: u64 = 1 << 62;
+/// Change points demote to just above this; spinning tasks go below it.
+const MID: u64 = 1 << 61;
+/// Yields in a row that make a task a spinner: it goes below every other task, so a task
+/// spinning on a flag (`while !flag { yield_now().await }`) lets the task that sets it run
+/// whatever their priorities — else PCT itself would livelock the run, as shuttle's PCT
+/// avoids by demoting yielders. Not at the first yield, so that a task yielding between
+/// steps keeps its place and PCT's depth-d orderings stay reachable.
+const SPIN: u32 = 32;
 
 impl Picker {
     pub(crate) fn new(plan: Plan, source: &mut Source) -> Self {
@@ -105,11 +122,13 @@ impl Picker {
                 let change_points = (1..u64::from(depth))
                     .map(|i| {
                         let at = 1 + source.choose(usize::try_from(steps).unwrap_or(usize::MAX));
-                        (at as u64, u64::from(depth) - i)
+                        (at as u64, MID + u64::from(depth) - i)
                     })
                     .collect();
                 Picker::Pct(Pct {
                     priorities: Vec::new(),
+                    streaks: Vec::new(),
+                    spins: 0,
                     change_points,
                 })
             }
@@ -119,11 +138,31 @@ impl Picker {
     /// A task was spawned: PCT gives it a random priority (a random place among the others).
     pub(crate) fn spawned(&mut self, id: TaskId, source: &mut Source) {
         if let Picker::Pct(pct) = self {
-            let priority = LOW.saturating_add(source.next_u64() >> 1).max(LOW + 1);
+            let priority = HIGH.saturating_add(source.next_u64() >> 2).max(HIGH + 1);
             if pct.priorities.len() <= id.0 {
-                pct.priorities.resize(id.0 + 1, LOW + 1);
+                pct.priorities.resize(id.0 + 1, HIGH + 1);
+                pct.streaks.resize(id.0 + 1, 0);
             }
             pct.priorities[id.0] = priority;
+        }
+    }
+
+    /// Task `id` ran; `yielded`: it woke itself while it ran (`yield_now`).
+    pub(crate) fn ran(&mut self, id: TaskId, yielded: bool) {
+        if let Picker::Pct(pct) = self {
+            let Some(streak) = pct.streaks.get_mut(id.0) else {
+                return;
+            };
+            if !yielded {
+                *streak = 0;
+                return;
+            }
+            *streak += 1;
+            if *streak >= SPIN {
+                *streak = 0;
+                pct.spins += 1;
+                pct.priorities[id.0] = MID - pct.spins;
+            }
         }
     }
 
@@ -149,7 +188,7 @@ impl Picker {
 
 impl Pct {
     fn highest(&self, ready: &[TaskId]) -> usize {
-        let priority = |id: TaskId| self.priorities.get(id.0).copied().unwrap_or(LOW + 1);
+        let priority = |id: TaskId| self.priorities.get(id.0).copied().unwrap_or(HIGH + 1);
         // Ties (a byte source that ran out draws equal priorities) go to the lowest id.
         let mut best = 0;
         for (i, &id) in ready.iter().enumerate().skip(1) {
@@ -208,6 +247,52 @@ mod tests {
             picker.pick(&[TaskId(1)], 6, &mut source),
             0,
             "alone, it runs"
+        );
+    }
+
+    #[test]
+    fn a_task_that_spins_goes_below_every_other() {
+        // depth 2, change point at step 1 + 0 = 1; priorities 0: 9, 1: 5, 2: 1.
+        let mut source = Choices::list(vec![0, 9 << 2, 5 << 2, 1 << 2]).source();
+        let mut picker = Picker::new(
+            Plan::Pct {
+                depth: 2,
+                steps: 10,
+            },
+            &mut source,
+        );
+        for id in 0..3 {
+            picker.spawned(TaskId(id), &mut source);
+        }
+        let ready = [TaskId(0), TaskId(1), TaskId(2)];
+        // Step 1 demotes task 0 at the change point: 1 runs.
+        assert_eq!(picker.pick(&ready, 1, &mut source), 1);
+        // Task 1 yields, but fewer than SPIN times in a row: it keeps its place.
+        for step in 2..2 + u64::from(SPIN) - 1 {
+            picker.ran(TaskId(1), true);
+            assert_eq!(picker.pick(&ready, step, &mut source), 1);
+        }
+        // A poll without a yield ends the streak.
+        picker.ran(TaskId(1), false);
+        for _ in 0..SPIN - 1 {
+            picker.ran(TaskId(1), true);
+        }
+        assert_eq!(picker.pick(&ready, 40, &mut source), 1);
+        // One more: it spins, and goes below all, the change point's demoted task included.
+        picker.ran(TaskId(1), true);
+        assert_eq!(picker.pick(&ready, 41, &mut source), 2);
+        for _ in 0..SPIN {
+            picker.ran(TaskId(2), true);
+        }
+        assert_eq!(
+            picker.pick(&ready, 42, &mut source),
+            0,
+            "the demoted, now above both"
+        );
+        assert_eq!(
+            picker.pick(&ready[1..], 43, &mut source),
+            0,
+            "the earlier spinner"
         );
     }
 }
