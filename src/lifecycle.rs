@@ -550,7 +550,7 @@ fn session(shared: &Arc<Shared>, name: Cow<'static, str>) -> Result<Session, Ref
 #[inline]
 fn unnamed_session(shared: &Arc<Shared>) -> Result<Session, Refused> {
     match shared.sessions.begin_unnamed() {
-        Ok(()) => Ok(Session::unnamed(shared.clone())),
+        Ok(key) => Ok(Session::unnamed(shared.clone(), key)),
         Err(_closed) => Err(refuse(shared)),
     }
 }

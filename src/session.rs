@@ -2,7 +2,16 @@
 //! the session path is in this file: the admission gate, the registry of named sessions,
 //! their lock order, the census, the refusal mapping and the guard.
 //!
-//! # The gate
+//! # Shards
+//!
+//! A lifecycle's sessions are split over shards (twice the available parallelism, a power
+//! of two, 2 to 64), each with its own gate and its own registry of named sessions, on its
+//! own cache lines. A thread begins its sessions on the shard its number (taken when it first
+//! begins one) picks, so threads on different shards never write to a shared line: admission
+//! costs a counter on every core, not one contended word. A child session enters its
+//! parent's shard (below), and a session ends on the shard it entered (its key says which).
+//!
+//! # The gate (one per shard)
 //!
 //! One atomic word, one read-modify-write per begin and per end:
 //!
@@ -26,27 +35,42 @@
 //! showed the undo's window: a refusal in flight is, for that moment, a live session and an
 //! admission, so a census taken then named a phantom straggler and computed
 //! `admitted - refused` below zero. With the CAS a refused attempt never changes the word,
-//! so every count read from it is exact.
+//! so every count read from it is exact. Sharding keeps that: each shard's word is exact, and
+//! contention is what the shards remove, not what the CAS costs.
 //!
-//! # The registry and the lock order
+//! # The drain across shards
 //!
-//! Named sessions also have an entry (name, start) in the registry, a slab under a mutex,
-//! which also keeps the sessions that ended by a panic. A named session begins *and* ends
-//! under the registry lock, with its gate operation inside the critical section, so a census
-//! (taken under the registry lock) sees the named entries and the live count agree for them;
-//! only unnamed sessions can move while it looks, and they are counted, not named.
+//! A shard is drained when it is closed with nothing live; its gate reports that exactly
+//! once, by the close (nothing was live) or by the exit that took `live` from 1 to 0. The
+//! lifecycle's sessions are drained when every shard is: `pending` starts at the number of
+//! shards plus one; each drained shard takes one, and the close takes the extra one after it
+//! has closed every shard, so `pending` reaches zero exactly once — never before every shard
+//! is closed — and whoever takes it there reports the drain. A child admitted after the
+//! close enters its parent's shard, which has a live session (the parent) and so has not
+//! drained and cannot until both ended: the invariant "once drained, nothing is admitted"
+//! holds per shard.
 //!
-//! Lock order: the shell's `core` → `registry`. A session's end takes `registry`, releases it,
-//! and only then reports a drain through `core`.
+//! # The registries and the lock order
+//!
+//! Named sessions also have an entry (name, start) in their shard's registry, a slab under a
+//! mutex. A named session begins *and* ends under its shard's registry lock, with its gate
+//! operation inside the critical section, so a census — which takes every shard's registry
+//! lock, in order — sees the named entries and the live counts agree for them; only unnamed
+//! sessions can move while it looks, and they are counted, not named. The sessions that
+//! ended by a panic are kept under one more lock, taken inside a shard's.
+//!
+//! Lock order: the shell's `core` → the shards' `registry`, in shard order → `panicked`. A
+//! session's end takes its shard's `registry`, releases it, and only then reports a drain
+//! through `core`.
 //!
 //! # Invariants
 //!
-//! - Once `C` is set, the word changes only by an exit: live only falls.
-//! - "Drained" (closed and live = 0) is reported exactly once by the gate, by the operation
-//!   that moved the word into that state: the close itself when nothing was live, or the exit
-//!   that took live from 1 to 0.
-//! - Every admitted session ends exactly once: by its guard's drop, or by
-//!   [`Session::run`] catching a panic (the guard is then spent).
+//! - Once a shard's `C` is set, its word changes only by an exit or by the admission of a
+//!   child of one of its live sessions: its `live` reaches zero once, and stays there.
+//! - "Drained" is reported exactly once, by the operation that took `pending` to zero: the
+//!   close itself when nothing was live, or the exit that emptied the last live shard.
+//! - Every admitted session ends exactly once, on the shard it entered: by its guard's drop,
+//!   or by [`Session::run`] catching a panic (the guard is then spent).
 //!
 //! # Panics
 //!
@@ -72,7 +96,7 @@ use slab::Slab;
 
 use crate::Refused;
 use crate::complain;
-use crate::loom::{AtomicU64, Mutex, Ordering, fence, lock};
+use crate::loom::{AtomicU64, Mutex, MutexGuard, Ordering, fence, lock};
 use crate::machine::{NamedSession, PANICKED_KEPT, PanickedSession, SessionCensus};
 use crate::service::{StopSignal, panic_text};
 use crate::shared::Shared;
@@ -236,25 +260,115 @@ impl Entry {
     }
 }
 
+/// One shard's named sessions.
 #[derive(Debug, Default)]
 struct Registry {
     named: Slab<Entry>,
-    /// The first `PANICKED_KEPT` sessions that ended by a panic.
-    panicked: Vec<PanickedSession>,
-    /// Every session that ended by a panic.
-    panicked_count: u64,
     /// A census that may abandon the sessions (at or past the deadline: the lifecycle ends
     /// on it) was taken: children are refused from then on, so none is admitted after the
     /// count the report is written from.
     sealed: bool,
 }
 
-/// The lifecycle's sessions: the gate and the registry.
+/// The sessions that ended by a panic (all shards': a cold path).
+#[derive(Debug, Default)]
+struct Panicked {
+    /// The first `PANICKED_KEPT`.
+    kept: Vec<PanickedSession>,
+    /// Every one.
+    count: u64,
+}
+
+/// One shard: a gate and the registry of the named sessions that entered through it. Its own
+/// cache lines, so that threads on different shards never write to a shared line.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Shard {
+    gate: Gate,
+    registry: Mutex<Registry>,
+}
+
+// ---- Keys: which shard a session entered, and its registry entry ----
+
+/// A session's key: its shard in the top bits, below them its registry key — or
+/// [`LOCAL_UNNAMED`], or [`LOCAL_ENDED`] once [`Session::run`] ended it.
+const SHARD_SHIFT: u32 = usize::BITS - 8;
+const LOCAL_MASK: usize = (1 << SHARD_SHIFT) - 1;
+/// The local key of a session without a name (a slab never gets this far).
+const LOCAL_UNNAMED: usize = LOCAL_MASK;
+/// The local key of a session already ended by [`Session::run`].
+const LOCAL_ENDED: usize = LOCAL_MASK - 1;
+/// The most shards a lifecycle has (the shard index has 8 bits in a key).
+const MAX_SHARDS: usize = 64;
+
+fn key(shard: usize, local: usize) -> usize {
+    debug_assert!(shard < MAX_SHARDS && local <= LOCAL_MASK);
+    (shard << SHARD_SHIFT) | local
+}
+
+fn shard_of(key: usize) -> usize {
+    key >> SHARD_SHIFT
+}
+
+fn local_of(key: usize) -> usize {
+    key & LOCAL_MASK
+}
+
+/// How many shards a lifecycle gets: twice the available parallelism, a power of two, 2 to
+/// [`MAX_SHARDS`] (2 under loom: two model threads on two shards).
+fn shard_count() -> usize {
+    #[cfg(loom)]
+    {
+        2
+    }
+    #[cfg(not(loom))]
+    {
+        static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *COUNT.get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores * 2).next_power_of_two().clamp(2, MAX_SHARDS)
+        })
+    }
+}
+
+/// This thread's shard number (reduced modulo a lifecycle's shard count): threads take
+/// consecutive numbers as they first begin a session, so the first threads of a process
+/// land on distinct shards.
+#[cfg(not(loom))]
+#[inline]
+fn thread_number() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        // Relaxed: a number, not a publication.
+        static NUMBER: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    NUMBER.with(|n| *n)
+}
+
+/// Under loom: the model thread's index (loom's thread ids count from 0 in every execution),
+/// so the models put their threads on different shards, deterministically.
+#[cfg(loom)]
+fn thread_number() -> usize {
+    let id = format!("{:?}", loom::thread::current().id());
+    id.chars()
+        .filter(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The lifecycle's sessions: one gate and one registry per shard.
 #[derive(Debug)]
 pub(crate) struct Sessions {
-    gate: Gate,
-    /// Guards the names and start times of live named sessions, and the panicked ones.
-    registry: Mutex<Registry>,
+    shards: Box<[Shard]>,
+    /// `shards.len() - 1` (a power of two).
+    mask: usize,
+    /// Shards not yet drained, plus one held by the close until it has closed every shard:
+    /// the operation that takes it to zero reports the drain (see [`Sessions::close`]).
+    pending: AtomicU64,
+    /// Guards the sessions that ended by a panic; taken inside a shard's registry lock.
+    panicked: Mutex<Panicked>,
 }
 
 /// What [`Sessions::snapshot`] sees.
@@ -269,36 +383,57 @@ pub(crate) struct Counts {
 
 impl Sessions {
     pub(crate) fn new() -> Self {
+        let count = shard_count();
+        let shards: Box<[Shard]> = (0..count)
+            .map(|_| Shard {
+                gate: Gate::new(),
+                registry: Mutex::new(Registry::default()),
+            })
+            .collect();
         Sessions {
-            gate: Gate::new(),
-            registry: Mutex::new(Registry::default()),
+            shards,
+            mask: count - 1,
+            pending: AtomicU64::new(count as u64 + 1),
+            panicked: Mutex::new(Panicked::default()),
         }
     }
 
-    /// Admits an unnamed session: one compare-and-swap.
+    /// The shard this thread begins its sessions on.
     #[inline]
-    pub(crate) fn begin_unnamed(&self) -> Result<(), Closed> {
-        self.gate.enter()
+    fn home(&self) -> usize {
+        thread_number() & self.mask
     }
 
-    /// Admits a named session that began at `began`, returning its registry key.
+    /// Admits an unnamed session: one compare-and-swap on this thread's shard. Returns its
+    /// key.
+    #[inline]
+    pub(crate) fn begin_unnamed(&self) -> Result<usize, Closed> {
+        let shard = self.home();
+        self.shards[shard].gate.enter()?;
+        Ok(key(shard, LOCAL_UNNAMED))
+    }
+
+    /// Admits a named session that began at `began`, returning its key.
     pub(crate) fn begin_named(
         &self,
         name: Cow<'static, str>,
         began: Instant,
     ) -> Result<usize, Closed> {
-        let mut registry = lock(&self.registry);
+        let shard = self.home();
+        let mut registry = lock(&self.shards[shard].registry);
         // Under the registry lock: a census sees the entry and the count together.
-        self.gate.enter()?;
-        Ok(registry.named.insert(Entry {
+        self.shards[shard].gate.enter()?;
+        let local = registry.named.insert(Entry {
             name,
             began,
             under: None,
-        }))
+        });
+        Ok(key(shard, local))
     }
 
-    /// Admits a named child of the live session `parent` (its registry key, or [`UNNAMED`]),
-    /// even after admission closed, returning its registry key.
+    /// Admits a named child of the live session `parent` (its key), even after admission
+    /// closed, returning its key. On the parent's shard: its gate has a live session (the
+    /// parent), so it has not reported its drain and cannot until both ended.
     /// Refused (`Err`) once the final census was taken.
     pub(crate) fn begin_named_child(
         &self,
@@ -306,141 +441,198 @@ impl Sessions {
         began: Instant,
         parent: usize,
     ) -> Result<usize, Closed> {
-        let mut registry = lock(&self.registry);
+        let index = shard_of(parent);
+        let shard = &self.shards[index];
+        let mut registry = lock(&shard.registry);
         if registry.sealed {
-            return Err(self.gate.refuse());
+            return Err(shard.gate.refuse());
         }
-        let under = registry.named.get(parent).map(|entry| entry.name.clone());
+        let under = registry
+            .named
+            .get(local_of(parent))
+            .map(|entry| entry.name.clone());
         // Under the registry lock: a census sees the entry and the count together.
-        self.gate.enter_child();
-        Ok(registry.named.insert(Entry { name, began, under }))
+        shard.gate.enter_child();
+        let local = registry.named.insert(Entry { name, began, under });
+        Ok(key(index, local))
     }
 
-    /// Admits an unnamed child of a live session, even after admission closed; refused
-    /// (`Err`) once the final census was taken. Under the registry lock, for that.
-    pub(crate) fn begin_unnamed_child(&self) -> Result<(), Closed> {
-        let registry = lock(&self.registry);
+    /// Admits an unnamed child of the live session `parent` (its key) on its shard, even
+    /// after admission closed; refused (`Err`) once the final census was taken. Under the
+    /// registry lock, for that.
+    pub(crate) fn begin_unnamed_child(&self, parent: usize) -> Result<usize, Closed> {
+        let index = shard_of(parent);
+        let shard = &self.shards[index];
+        let registry = lock(&shard.registry);
         if registry.sealed {
-            return Err(self.gate.refuse());
+            return Err(shard.gate.refuse());
         }
-        self.gate.enter_child();
+        shard.gate.enter_child();
         drop(registry);
-        Ok(())
+        Ok(key(index, LOCAL_UNNAMED))
     }
 
-    /// Ends an unnamed session normally. Returns whether that drained the gate.
+    /// One shard drained (closed, nothing live on it): returns whether it was the last.
+    #[cold]
+    fn shard_drained(&self) -> bool {
+        // AcqRel: each shard's drain (whose exit fenced in its sessions' work) is released
+        // to the operation that takes the count to zero, which acquires them all.
+        self.pending.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Ends an unnamed session normally. Returns whether that drained the lifecycle's
+    /// sessions.
     #[inline]
-    pub(crate) fn end_unnamed(&self) -> bool {
-        self.gate.exit()
+    pub(crate) fn end_unnamed(&self, key: usize) -> bool {
+        self.shards[shard_of(key)].gate.exit() && self.shard_drained()
     }
 
-    /// Ends a session (named: `key`; unnamed: `UNNAMED`) by a panic, with the payload's
-    /// text if it was caught. Returns whether that drained the gate, and the session's name.
+    /// Ends a session (named or unnamed, by its key) by a panic, with the payload's text if
+    /// it was caught. Returns whether that drained the sessions, and the session's name.
     fn end_panicked(
         &self,
         key: usize,
         message: Option<String>,
     ) -> (bool, Option<Cow<'static, str>>) {
-        let mut registry = lock(&self.registry);
-        let name = (key != UNNAMED)
-            .then(|| registry.named.try_remove(key))
+        let shard = &self.shards[shard_of(key)];
+        let mut registry = lock(&shard.registry);
+        let local = local_of(key);
+        let name = (local != LOCAL_UNNAMED)
+            .then(|| registry.named.try_remove(local))
             .flatten()
             .map(|entry| entry.name);
-        registry.panicked_count += 1;
-        if registry.panicked.len() < PANICKED_KEPT {
-            registry
-                .panicked
-                .push(PanickedSession::new(name.clone(), message));
+        {
+            // Inside the shard's lock (the order: shard, then panicked), so a census, which
+            // takes every shard's lock first, sees the name and the count agree.
+            let mut panicked = lock(&self.panicked);
+            panicked.count += 1;
+            if panicked.kept.len() < PANICKED_KEPT {
+                panicked
+                    .kept
+                    .push(PanickedSession::new(name.clone(), message));
+            }
         }
-        // Under the registry lock, so a census sees the name and the count agree.
-        let drained = self.gate.exit();
-        (drained, name)
+        let drained = shard.gate.exit();
+        drop(registry);
+        (drained && self.shard_drained(), name)
     }
 
     /// Ends a named session normally: the common named path, without the panic
-    /// bookkeeping. Returns whether that drained the gate.
+    /// bookkeeping. Returns whether that drained the sessions.
     fn end_named(&self, key: usize) -> bool {
-        let mut registry = lock(&self.registry);
-        let entry = registry.named.try_remove(key);
+        let shard = &self.shards[shard_of(key)];
+        let mut registry = lock(&shard.registry);
+        let entry = registry.named.try_remove(local_of(key));
         // Under the registry lock, so a census sees the name and the count agree.
-        let drained = self.gate.exit();
+        let drained = shard.gate.exit();
         drop(registry);
         // The name (an owned `String`, maybe) is freed outside the lock.
         drop(entry);
-        drained
+        drained && self.shard_drained()
     }
 
-    /// Closes admission. Returns whether nothing was live at that moment.
+    /// Closes admission on every shard. Returns whether nothing was live at that moment
+    /// (the drain, reported by the close itself).
+    ///
+    /// The drain across shards: `pending` starts at the number of shards plus one. A shard
+    /// the close finds empty is drained at once; any other is drained by the exit that
+    /// takes its live count to zero (its gate says so exactly once). Each drained shard
+    /// takes one from `pending`, and the close takes its own one after closing every shard,
+    /// so the count reaches zero exactly once — by the close if nothing was live, else by
+    /// the last exit — and never before every shard is closed.
     pub(crate) fn close(&self) -> bool {
-        self.gate.close()
+        let empty = self
+            .shards
+            .iter()
+            .filter(|shard| shard.gate.close())
+            .count() as u64;
+        // AcqRel: as in `shard_drained`.
+        self.pending.fetch_sub(empty + 1, Ordering::AcqRel) == empty + 1
     }
 
-    /// Sessions live now.
+    /// Sessions live now (a sum over the shards, each read at its own moment).
     pub(crate) fn live(&self) -> u64 {
-        self.gate.live()
+        self.shards.iter().map(|shard| shard.gate.live()).sum()
     }
 
     /// Counts the sessions at `now`, naming the live ones if `names` (see
     /// `Machine::census_needs_names`: only a census that may abandon them needs it; the
-    /// others would walk every live session at each stop for nothing). Takes `registry`
-    /// (under `core`: the allowed order).
+    /// others would walk every live session at each stop for nothing). Takes every shard's
+    /// registry lock, in order, then `panicked` (under `core`: the allowed order), so the
+    /// named sessions, the counts and the panicked ones agree.
     pub(crate) fn census(&self, now: Instant, names: bool) -> SessionCensus {
-        let mut registry = lock(&self.registry);
-        // Named only for the census the lifecycle ends on: no child after it.
-        registry.sealed |= names;
-        let (live, admitted) = self.gate.live_and_admitted();
-        let named: Vec<NamedSession> = if !names {
-            Vec::new()
-        } else {
-            // `take`: a slab's iterator walks every slot of its capacity, vacant ones too;
-            // this stops at the last live one (at once when none is: the census after the
-            // last end costs the same after 100,000 sessions as after 1).
-            let live = registry.named.len();
-            registry
-                .named
-                .iter()
-                .take(live)
-                .map(|(_, s)| s.to_named(now))
-                .collect()
-        };
+        let mut registries: Vec<MutexGuard<'_, Registry>> =
+            self.shards.iter().map(|shard| lock(&shard.registry)).collect();
+        let (mut live, mut admitted, mut refused) = (0, 0, 0);
+        let mut named: Vec<NamedSession> = Vec::new();
+        for (shard, registry) in self.shards.iter().zip(registries.iter_mut()) {
+            // Named only for the census the lifecycle ends on: no child after it.
+            registry.sealed |= names;
+            let (shard_live, shard_admitted) = shard.gate.live_and_admitted();
+            live += shard_live;
+            admitted += shard_admitted;
+            refused += shard.gate.refused();
+            if names {
+                // `take`: a slab's iterator walks every slot of its capacity, vacant ones
+                // too; this stops at the last live one (at once when none is).
+                let count = registry.named.len();
+                named.extend(
+                    registry
+                        .named
+                        .iter()
+                        .take(count)
+                        .map(|(_, s)| s.to_named(now)),
+                );
+            }
+        }
+        let panicked = lock(&self.panicked);
         SessionCensus {
             admitted,
-            refused: self.gate.refused(),
+            refused,
             live_unnamed: live.saturating_sub(named.len() as u64),
             live: named,
-            panicked: registry.panicked.clone(),
-            panicked_count: registry.panicked_count,
+            panicked: panicked.kept.clone(),
+            panicked_count: panicked.count,
         }
     }
 
     /// The counts now and the `oldest` oldest named sessions, for a snapshot. One pass over
-    /// the live named sessions under the registry lock, keeping the `oldest` oldest in a
-    /// small sorted buffer: O(n) with no allocation proportional to n.
+    /// the live named sessions of each shard under its lock, keeping the `oldest` oldest in
+    /// a small sorted buffer: O(n) with no allocation proportional to n.
     pub(crate) fn counts(&self, now: Instant, oldest: usize) -> Counts {
-        let registry = lock(&self.registry);
-        let mut kept: Vec<&Entry> = Vec::with_capacity(oldest + 1);
-        // `take`: as in `census`.
-        for (_, entry) in registry.named.iter().take(registry.named.len()) {
-            if kept.len() < oldest || kept.last().is_some_and(|last| entry.began < last.began) {
-                let at = kept.partition_point(|k| k.began <= entry.began);
-                kept.insert(at, entry);
-                kept.truncate(oldest);
+        let mut kept: Vec<NamedSession> = Vec::with_capacity(oldest + 1);
+        let mut began: Vec<Instant> = Vec::with_capacity(oldest + 1);
+        let (mut live, mut admitted, mut refused) = (0, 0, 0);
+        for shard in self.shards.iter() {
+            let registry = lock(&shard.registry);
+            // `take`: as in `census`.
+            for (_, entry) in registry.named.iter().take(registry.named.len()) {
+                if kept.len() < oldest || began.last().is_some_and(|last| entry.began < *last) {
+                    let at = began.partition_point(|b| *b <= entry.began);
+                    began.insert(at, entry.began);
+                    kept.insert(at, entry.to_named(now));
+                    began.truncate(oldest);
+                    kept.truncate(oldest);
+                }
             }
+            let (shard_live, shard_admitted) = shard.gate.live_and_admitted();
+            live += shard_live;
+            admitted += shard_admitted;
+            refused += shard.gate.refused();
         }
-        let (live, admitted) = self.gate.live_and_admitted();
         Counts {
             live,
             admitted,
-            refused: self.gate.refused(),
-            panicked: registry.panicked_count,
-            oldest: kept.into_iter().map(|s| s.to_named(now)).collect(),
+            refused,
+            panicked: lock(&self.panicked).count,
+            oldest: kept,
         }
     }
 
     fn name(&self, key: usize) -> Option<String> {
-        lock(&self.registry)
+        lock(&self.shards[shard_of(key)].registry)
             .named
-            .get(key)
+            .get(local_of(key))
             .map(|s| s.name.to_string())
     }
 }
@@ -490,28 +682,26 @@ pub(crate) fn refuse(shared: &Shared) -> Refused {
 #[must_use = "dropping a session ends it at once"]
 pub struct Session {
     shared: Arc<Shared>,
-    /// The registry key of a named session, [`UNNAMED`], or [`ENDED`]: a sentinel rather
-    /// than an `Option` keeps the guard at two words.
+    /// The shard it entered and its registry key, [`LOCAL_UNNAMED`] or [`LOCAL_ENDED`] (see
+    /// [`key`]): sentinels rather than an `Option` keep the guard at two words.
     key: usize,
 }
 
-/// The key of a session without a name (a slab never hands out `usize::MAX`).
-const UNNAMED: usize = usize::MAX;
-/// The key of a session already ended by [`Session::run`].
-const ENDED: usize = usize::MAX - 1;
-
 impl Session {
     #[inline]
-    pub(crate) fn unnamed(shared: Arc<Shared>) -> Self {
-        Session {
-            shared,
-            key: UNNAMED,
-        }
+    pub(crate) fn unnamed(shared: Arc<Shared>, key: usize) -> Self {
+        debug_assert_eq!(local_of(key), LOCAL_UNNAMED);
+        Session { shared, key }
     }
 
     pub(crate) fn named(shared: Arc<Shared>, key: usize) -> Self {
-        debug_assert!(key < ENDED);
+        debug_assert!(local_of(key) < LOCAL_ENDED);
         Session { shared, key }
+    }
+
+    /// Whether this session has a name (and is not ended).
+    fn is_named(&self) -> bool {
+        local_of(self.key) < LOCAL_ENDED
     }
 
     /// Begins a named session under this one: a request under its connection, a step
@@ -549,11 +739,10 @@ impl Session {
     /// ```
     pub fn child(&self, name: impl Into<Cow<'static, str>>) -> Result<Session, Refused> {
         let began = self.shared.clock.now();
-        let parent = if self.key < ENDED { self.key } else { UNNAMED };
         match self
             .shared
             .sessions
-            .begin_named_child(name.into(), began, parent)
+            .begin_named_child(name.into(), began, self.key)
         {
             Ok(key) => Ok(Session::named(self.shared.clone(), key)),
             Err(_sealed) => Err(Refused::Ended),
@@ -567,8 +756,8 @@ impl Session {
     ///
     /// [`Refused::Ended`] once the lifecycle has ended.
     pub fn unnamed_child(&self) -> Result<Session, Refused> {
-        match self.shared.sessions.begin_unnamed_child() {
-            Ok(()) => Ok(Session::unnamed(self.shared.clone())),
+        match self.shared.sessions.begin_unnamed_child(self.key) {
+            Ok(key) => Ok(Session::unnamed(self.shared.clone(), key)),
             Err(_sealed) => Err(Refused::Ended),
         }
     }
@@ -585,7 +774,7 @@ impl Session {
 
     /// The name this session was started with, if it has one.
     pub fn name(&self) -> Option<String> {
-        if self.key >= ENDED {
+        if !self.is_named() {
             return None;
         }
         self.shared.sessions.name(self.key)
@@ -637,7 +826,8 @@ impl Session {
     /// unnamed path stays small.
     #[inline(never)]
     fn end_slow(&mut self, panic: Option<Option<String>>) {
-        let key = std::mem::replace(&mut self.key, ENDED);
+        let key = self.key;
+        self.key = key & !LOCAL_MASK | LOCAL_ENDED;
         let drained = match panic {
             None => self.shared.sessions.end_named(key),
             Some(message) => self.end_panicked(key, message),
@@ -661,11 +851,12 @@ impl Drop for Session {
     #[inline]
     fn drop(&mut self) {
         let unwinding = std::thread::panicking();
-        if self.key == UNNAMED && !unwinding {
-            if self.shared.sessions.end_unnamed() {
+        let local = local_of(self.key);
+        if local == LOCAL_UNNAMED && !unwinding {
+            if self.shared.sessions.end_unnamed(self.key) {
                 self.shared.sessions_drained();
             }
-        } else if self.key != ENDED {
+        } else if local != LOCAL_ENDED {
             self.end_slow(unwinding.then_some(None));
         }
     }
@@ -674,7 +865,7 @@ impl Drop for Session {
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("named", &(self.key < ENDED))
+            .field("named", &self.is_named())
             .finish_non_exhaustive()
     }
 }

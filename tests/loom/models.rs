@@ -512,6 +512,42 @@ fn two_sessions_ending_racing_the_drain_waiter() {
     });
 }
 
+/// The sharded gate: two sessions begun and ended on two threads — so on the two shards
+/// (loom's threads 1 and 2) — while the main thread stops and parks in `wait()`. Each begin
+/// is admitted or refused (never admitted and lost); the drain across the shards is reported
+/// exactly once, only after every admitted session ended, whichever shard empties last and
+/// whether the close or an exit gets there; the waiter wakes (a lost wake-up is a loom
+/// deadlock). One of the two sessions is named, so a shard's registry lock is in the race.
+#[test]
+fn sessions_on_two_shards_ending_racing_the_stop() {
+    model(|| {
+        let lc = lifecycle();
+        let (a, b) = (lc.clone(), lc.clone());
+        let named = thread::spawn(move || {
+            let session = a.session(op::session_name(0)).ok();
+            let admitted = session.is_some();
+            drop(session);
+            admitted
+        });
+        let unnamed = thread::spawn(move || {
+            let session = b.unnamed_session().ok();
+            let admitted = session.is_some();
+            drop(session);
+            admitted
+        });
+        lc.stop(cause(1));
+        let report = block_on(lc.wait());
+        let admitted = u64::from(named.join().unwrap()) + u64::from(unnamed.join().unwrap());
+        assert_eq!(report.state(), State::Terminated, "{report}");
+        let sessions = report.sessions();
+        assert_eq!(sessions.abandoned_count(), 0, "{report}");
+        // The report is written at the drain: every admitted session ended before it.
+        assert_eq!(sessions.admitted(), admitted, "{report}");
+        assert_eq!(sessions.completed(), admitted, "{report}");
+        assert_eq!(lc.snapshot().live_sessions(), 0);
+    });
+}
+
 // ---- Stops ----
 
 /// `Stop` racing `Stop`: both callers see the same first cause, it never changes, and the
