@@ -9,6 +9,16 @@
 //!   clock and are woken by [`ManualClock::advance`], so every deadline can be driven
 //!   deterministically without sleeping for real.
 //!
+//! # Coarse readings
+//!
+//! Besides [`Clock::now`], a clock offers [`Clock::coarse_now`]: a reading that may lag `now`
+//! by a few milliseconds (never ahead of it, never backwards), for timestamps whose precision
+//! does not matter, such as when a session began (its age is only looked at once it is at
+//! least the grace). By default it is `now` itself, exact, which is what [`ManualClock`] and
+//! other test clocks keep. [`SystemClock`]'s is one atomic load of a reading that a background
+//! thread refreshes every millisecond while it is read (and that sleeps when it is not),
+//! instead of a clock read.
+//!
 //! # Testing with a manual clock
 //!
 //! ```
@@ -56,10 +66,26 @@ pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 /// The contract an implementation keeps: `now` never panics and never goes backwards (it is
 /// read on the session and service paths, where a panic would lose an end), and a sleep
 /// completes only once `now() >= deadline` (one that completes early makes `wait()` poll
-/// again at once until `now` catches up).
+/// again at once until `now` catches up). [`coarse_now`](Clock::coarse_now) never panics, never
+/// goes backwards and is never ahead of `now`.
 pub trait Clock: fmt::Debug + Send + Sync + 'static {
     /// The current instant.
     fn now(&self) -> Instant;
+
+    /// The current instant, read cheaply: it may lag [`now`](Clock::now) by a few milliseconds,
+    /// but is never ahead of a `now()` read after it and never goes backwards.
+    ///
+    /// For timestamps whose precision does not matter, such as when a named session began: a
+    /// straggler's age is at least the grace, so a few milliseconds of error are noise there.
+    /// Deadlines and sleeps always use [`now`](Clock::now).
+    ///
+    /// The default is `self.now()`, exact. Implementations whose `now` is cheap or must be
+    /// exact ([`ManualClock`], a runtime's paused test time) keep it; [`SystemClock`] overrides
+    /// it with a reading refreshed in the background. Because it has a default, adding this
+    /// method broke no existing implementation.
+    fn coarse_now(&self) -> Instant {
+        self.now()
+    }
 
     /// A future that completes once `now() >= deadline`.
     ///
@@ -71,6 +97,13 @@ pub trait Clock: fmt::Debug + Send + Sync + 'static {
 ///
 /// `now` is [`Instant::now`] and sleeping uses a [`futures_timer::Delay`], which runs its own
 /// helper thread, so it works under `block_on`, tokio, smol, anything.
+///
+/// [`coarse_now`](Clock::coarse_now) is one atomic load: a process-wide reading of
+/// [`Instant::now`] that a background thread ("async-lifecycle-coarse-clock", started by the
+/// first coarse read) refreshes every millisecond while anything reads it, and that parks
+/// itself once 100 ms go by with no read. It lags `now` by at most a millisecond plus that
+/// thread's scheduling delay; the first read after the thread parked takes [`Instant::now`]
+/// itself (and wakes it), and where no thread can be spawned every read does.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -86,6 +119,13 @@ impl Clock for SystemClock {
         #[cfg(feature = "sim")]
         crate::sim::out_of_reach("the system clock (`SystemClock::now`)");
         Instant::now()
+    }
+
+    #[inline]
+    fn coarse_now(&self) -> Instant {
+        #[cfg(feature = "sim")]
+        crate::sim::out_of_reach("the system clock (`SystemClock::coarse_now`)");
+        crate::coarse::now()
     }
 
     fn sleep_until(&self, deadline: Instant) -> Sleep {
@@ -109,6 +149,9 @@ impl Clock for SystemClock {
 /// The clock starts at the [`Instant::now`] captured by [`ManualClock::new`] and stays frozen
 /// until [`advance`](ManualClock::advance) or [`advance_to`](ManualClock::advance_to) moves it.
 /// Clones share the same timeline and the same sleepers.
+///
+/// Its [`coarse_now`](Clock::coarse_now) is the default, `now` itself: under a manual clock
+/// every timestamp, a session's begin time included, is exact.
 #[derive(Debug, Clone)]
 pub struct ManualClock {
     // guards the current instant and the registry of pending sleepers

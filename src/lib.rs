@@ -177,6 +177,7 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "async-io")))]
 pub mod async_io;
 pub mod clock;
+mod coarse;
 mod complain;
 mod error;
 mod event;
