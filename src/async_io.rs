@@ -45,6 +45,11 @@ use crate::{Builder, Clock, Sleep};
 ///
 /// Use it with smol or async-std, whose reactor is async-io's; it needs no runtime to be
 /// entered and works under any executor.
+///
+/// Its time is the system's, with no paused or simulated mode, so its
+/// [`coarse_now`](Clock::coarse_now) is [`SystemClock`](crate::SystemClock)'s: one atomic load
+/// of a reading refreshed every millisecond in the background, a few milliseconds behind
+/// `now()` at most.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AsyncIoClock;
 
@@ -60,6 +65,13 @@ impl Clock for AsyncIoClock {
         #[cfg(feature = "sim")]
         crate::sim::out_of_reach("async-io's clock (`AsyncIoClock::now`)");
         Instant::now()
+    }
+
+    #[inline]
+    fn coarse_now(&self) -> Instant {
+        #[cfg(feature = "sim")]
+        crate::sim::out_of_reach("async-io's clock (`AsyncIoClock::coarse_now`)");
+        crate::coarse::now()
     }
 
     fn sleep_until(&self, deadline: Instant) -> Sleep {

@@ -43,6 +43,11 @@ use crate::{Builder, Clock, Sleep};
 /// tokio's paused test time; outside a paused runtime it is the system's monotonic time.
 /// Sleeps use [`tokio::time::sleep_until`].
 ///
+/// [`coarse_now`](Clock::coarse_now) keeps the default, `now()` itself: under
+/// `start_paused` (or `tokio::time::pause`) tokio's time is not the system's, so a coarse
+/// reading of real time would be wrong there, and whether the current runtime's time is paused
+/// is only known by the same runtime lookup that makes `now()` cost what it does.
+///
 /// # Panics
 ///
 /// A sleep panics when it is first polled outside a tokio runtime whose time driver is
