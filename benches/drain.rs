@@ -51,7 +51,21 @@ fn last_session_to_resolved<G, F: Future>(b: &mut Bencher<'_>, mut setup: impl F
 
 /// A lifecycle draining one live session, and its `wait` future.
 fn ours(named: bool) -> (Session, Wait) {
-    let lc = Lifecycle::new();
+    ours_on(Lifecycle::new(), named)
+}
+
+/// As `ours`, on a manual clock: the grace deadline's sleep registers with the clock, not
+/// with futures-timer's thread (which the system clock's sleep wakes, on the other core).
+fn ours_manual_clock(named: bool) -> (Session, Wait) {
+    ours_on(
+        Lifecycle::builder()
+            .clock(async_lifecycle::ManualClock::new())
+            .build(),
+        named,
+    )
+}
+
+fn ours_on(lc: Lifecycle, named: bool) -> (Session, Wait) {
     let session = if named {
         lc.session("conn").expect("running")
     } else {
@@ -68,6 +82,9 @@ fn drain_completion(c: &mut Criterion) {
         last_session_to_resolved(b, || ours(false))
     });
     group.bench_function("ours_named", |b| last_session_to_resolved(b, || ours(true)));
+    group.bench_function("ours_unnamed_manual_clock", |b| {
+        last_session_to_resolved(b, || ours_manual_clock(false))
+    });
     group.bench_function("tokio_util_task_tracker_close_wait", |b| {
         last_session_to_resolved(b, || {
             let tracker = TaskTracker::new();

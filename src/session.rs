@@ -561,29 +561,30 @@ impl Sessions {
     /// registry lock, in order, then `panicked` (under `core`: the allowed order), so the
     /// named sessions, the counts and the panicked ones agree.
     pub(crate) fn census(&self, now: Instant, names: bool) -> SessionCensus {
+        if !names {
+            return self.counted();
+        }
         let mut registries: Vec<MutexGuard<'_, Registry>> =
             self.shards.iter().map(|shard| lock(&shard.registry)).collect();
         let (mut live, mut admitted, mut refused) = (0, 0, 0);
         let mut named: Vec<NamedSession> = Vec::new();
         for (shard, registry) in self.shards.iter().zip(registries.iter_mut()) {
-            // Named only for the census the lifecycle ends on: no child after it.
-            registry.sealed |= names;
+            // Named only for a census the lifecycle may end on: no child after it.
+            registry.sealed = true;
             let (shard_live, shard_admitted) = shard.gate.live_and_admitted();
             live += shard_live;
             admitted += shard_admitted;
             refused += shard.gate.refused();
-            if names {
-                // `take`: a slab's iterator walks every slot of its capacity, vacant ones
-                // too; this stops at the last live one (at once when none is).
-                let count = registry.named.len();
-                named.extend(
-                    registry
-                        .named
-                        .iter()
-                        .take(count)
-                        .map(|(_, s)| s.to_named(now)),
-                );
-            }
+            // `take`: a slab's iterator walks every slot of its capacity, vacant ones too;
+            // this stops at the last live one (at once when none is).
+            let count = registry.named.len();
+            named.extend(
+                registry
+                    .named
+                    .iter()
+                    .take(count)
+                    .map(|(_, s)| s.to_named(now)),
+            );
         }
         let panicked = lock(&self.panicked);
         SessionCensus {
@@ -591,6 +592,33 @@ impl Sessions {
             refused,
             live_unnamed: live.saturating_sub(named.len() as u64),
             live: named,
+            panicked: panicked.kept.clone(),
+            panicked_count: panicked.count,
+        }
+    }
+
+    /// The census that names nobody, which can only end the lifecycle by finding nothing live
+    /// (one that may abandon sessions names them): the gates' counts, read shard by shard
+    /// without a registry lock — on the drain's path, where a lock per shard would be most of
+    /// its cost. A sum of readings taken at different moments is still exact for what this
+    /// census decides: once closed, a shard's `live` only falls until it reaches zero and
+    /// stays there (a child needs a live parent on its shard), so a sum of zero means every
+    /// shard is drained; and a session that ended by a panic was recorded before its gate's
+    /// exit, which the `panicked` read (after the gates') then sees.
+    fn counted(&self) -> SessionCensus {
+        let (mut live, mut admitted, mut refused) = (0, 0, 0);
+        for shard in self.shards.iter() {
+            let (shard_live, shard_admitted) = shard.gate.live_and_admitted();
+            live += shard_live;
+            admitted += shard_admitted;
+            refused += shard.gate.refused();
+        }
+        let panicked = lock(&self.panicked);
+        SessionCensus {
+            admitted,
+            refused,
+            live_unnamed: live,
+            live: Vec::new(),
             panicked: panicked.kept.clone(),
             panicked_count: panicked.count,
         }
