@@ -540,9 +540,11 @@ impl Lifecycle {
 }
 
 fn session(shared: &Arc<Shared>, name: Cow<'static, str>) -> Result<Session, Refused> {
-    let began = shared.clock.now();
+    // A coarse reading: a straggler's age is at least the grace, a few milliseconds of lag
+    // do not matter, and the exact clock read was half a named session's cost (issue 12).
+    let began = shared.clock.coarse_now();
     match shared.sessions.begin_named(name, began) {
-        Ok(key) => Ok(Session::named(shared.clone(), key)),
+        Ok((shard, key)) => Ok(Session::named(shard, key)),
         Err(_closed) => Err(refuse(shared)),
     }
 }
@@ -550,7 +552,7 @@ fn session(shared: &Arc<Shared>, name: Cow<'static, str>) -> Result<Session, Ref
 #[inline]
 fn unnamed_session(shared: &Arc<Shared>) -> Result<Session, Refused> {
     match shared.sessions.begin_unnamed() {
-        Ok(key) => Ok(Session::unnamed(shared.clone(), key)),
+        Ok(shard) => Ok(Session::unnamed(shard)),
         Err(_closed) => Err(refuse(shared)),
     }
 }
@@ -863,7 +865,9 @@ impl Builder {
             use std::hash::{BuildHasher, RandomState};
             RandomState::new().hash_one(0x5EED_u64)
         }));
-        let shared = Arc::new(Shared::new(machine, clock, spawner, self.events));
+        let shared = Arc::new_cyclic(|weak| {
+            Shared::new(weak.clone(), machine, clock, spawner, self.events)
+        });
         Lifecycle {
             owner: Arc::new(Owner { shared }),
         }

@@ -88,7 +88,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use futures_util::FutureExt;
@@ -96,7 +96,8 @@ use slab::Slab;
 
 use crate::Refused;
 use crate::complain;
-use crate::loom::{AtomicU64, Mutex, MutexGuard, Ordering, fence, lock};
+use crate::clock::Clock;
+use crate::loom::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering, fence, lock};
 use crate::machine::{NamedSession, PANICKED_KEPT, PanickedSession, SessionCensus};
 use crate::service::{StopSignal, panic_text};
 use crate::shared::Shared;
@@ -279,40 +280,150 @@ struct Panicked {
     count: u64,
 }
 
-/// One shard: a gate and the registry of the named sessions that entered through it. Its own
-/// cache lines, so that threads on different shards never write to a shared line.
+/// What every shard of a lifecycle shares: the drain count, the panicked sessions, and what
+/// a session needs of its lifecycle without holding it.
+#[derive(Debug)]
+struct Common {
+    /// Shards not yet drained, plus one held by the close until it has closed every shard:
+    /// the operation that takes it to zero reports the drain (see [`Sessions::close`]).
+    pending: AtomicU64,
+    /// Guards the sessions that ended by a panic; taken inside a shard's registry lock.
+    panicked: Mutex<Panicked>,
+    /// Set before the stop broadcast fires: [`Session::is_stopped`] without the lifecycle.
+    stopped: AtomicBool,
+    /// The lifecycle, to report the drain to; gone, nobody waits for it.
+    shared: Weak<Shared>,
+    /// The lifecycle's clock, for a child's start.
+    clock: Arc<dyn Clock>,
+}
+
+impl Common {
+    /// One shard drained (closed, nothing live on it): returns whether it was the last.
+    #[cold]
+    fn shard_drained(&self) -> bool {
+        // AcqRel: each shard's drain (whose exit fenced in its sessions' work) is released
+        // to the operation that takes the count to zero, which acquires them all.
+        self.pending.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Tells the lifecycle its sessions drained, if it still exists.
+    #[cold]
+    fn report_drained(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.sessions_drained();
+        }
+    }
+}
+
+/// One shard: a gate and the registry of the named sessions that entered through it. Its
+/// own allocation and cache lines — the reference count a session holds included — so that
+/// threads on different shards never write to a shared line.
 #[derive(Debug)]
 #[repr(align(128))]
-struct Shard {
+pub(crate) struct Shard {
     gate: Gate,
     registry: Mutex<Registry>,
+    common: Arc<Common>,
 }
 
-// ---- Keys: which shard a session entered, and its registry entry ----
+impl Shard {
+    /// Admits a named child of the live session `parent` (its key in this shard), even
+    /// after admission closed, returning its key. On the parent's shard: its gate has a live
+    /// session (the parent), so it has not reported its drain and cannot until both ended.
+    /// Refused (`Err`) once the final census was taken.
+    fn begin_named_child(
+        &self,
+        name: Cow<'static, str>,
+        began: Instant,
+        parent: usize,
+    ) -> Result<usize, Closed> {
+        let mut registry = lock(&self.registry);
+        if registry.sealed {
+            return Err(self.gate.refuse());
+        }
+        let under = registry.named.get(parent).map(|entry| entry.name.clone());
+        // Under the registry lock: a census sees the entry and the count together.
+        self.gate.enter_child();
+        Ok(registry.named.insert(Entry { name, began, under }))
+    }
 
-/// A session's key: its shard in the top bits, below them its registry key — or
-/// [`LOCAL_UNNAMED`], or [`LOCAL_ENDED`] once [`Session::run`] ended it.
-const SHARD_SHIFT: u32 = usize::BITS - 8;
-const LOCAL_MASK: usize = (1 << SHARD_SHIFT) - 1;
-/// The local key of a session without a name (a slab never gets this far).
-const LOCAL_UNNAMED: usize = LOCAL_MASK;
-/// The local key of a session already ended by [`Session::run`].
-const LOCAL_ENDED: usize = LOCAL_MASK - 1;
-/// The most shards a lifecycle has (the shard index has 8 bits in a key).
+    /// Admits an unnamed child of a live session of this shard, even after admission
+    /// closed; refused (`Err`) once the final census was taken. Under the registry lock, for
+    /// that.
+    fn begin_unnamed_child(&self) -> Result<(), Closed> {
+        let registry = lock(&self.registry);
+        if registry.sealed {
+            return Err(self.gate.refuse());
+        }
+        self.gate.enter_child();
+        drop(registry);
+        Ok(())
+    }
+
+    /// Ends an unnamed session normally. Returns whether that drained the lifecycle's
+    /// sessions.
+    #[inline]
+    fn end_unnamed(&self) -> bool {
+        self.gate.exit() && self.common.shard_drained()
+    }
+
+    /// Ends a session (named: `key`; unnamed: [`UNNAMED`]) by a panic, with the payload's
+    /// text if it was caught. Returns whether that drained the sessions, and its name.
+    fn end_panicked(
+        &self,
+        key: usize,
+        message: Option<String>,
+    ) -> (bool, Option<Cow<'static, str>>) {
+        let mut registry = lock(&self.registry);
+        let name = (key != UNNAMED)
+            .then(|| registry.named.try_remove(key))
+            .flatten()
+            .map(|entry| entry.name);
+        {
+            // Inside the shard's lock (the order: shard, then panicked), so a census, which
+            // takes every shard's lock first, sees the name and the count agree.
+            let mut panicked = lock(&self.common.panicked);
+            panicked.count += 1;
+            if panicked.kept.len() < PANICKED_KEPT {
+                panicked
+                    .kept
+                    .push(PanickedSession::new(name.clone(), message));
+            }
+        }
+        let drained = self.gate.exit();
+        drop(registry);
+        (drained && self.common.shard_drained(), name)
+    }
+
+    /// Ends a named session normally: the common named path, without the panic
+    /// bookkeeping. Returns whether that drained the sessions.
+    fn end_named(&self, key: usize) -> bool {
+        let mut registry = lock(&self.registry);
+        let entry = registry.named.try_remove(key);
+        // Under the registry lock, so a census sees the name and the count agree.
+        let drained = self.gate.exit();
+        drop(registry);
+        // The name (an owned `String`, maybe) is freed outside the lock.
+        drop(entry);
+        drained && self.common.shard_drained()
+    }
+
+    fn name(&self, key: usize) -> Option<String> {
+        lock(&self.registry)
+            .named
+            .get(key)
+            .map(|s| s.name.to_string())
+    }
+}
+
+// ---- Keys ----
+
+/// The key of a session without a name (a slab never hands out `usize::MAX`).
+const UNNAMED: usize = usize::MAX;
+/// The key of a session already ended by [`Session::run`].
+const ENDED: usize = usize::MAX - 1;
+/// The most shards a lifecycle has.
 const MAX_SHARDS: usize = 64;
-
-fn key(shard: usize, local: usize) -> usize {
-    debug_assert!(shard < MAX_SHARDS && local <= LOCAL_MASK);
-    (shard << SHARD_SHIFT) | local
-}
-
-fn shard_of(key: usize) -> usize {
-    key >> SHARD_SHIFT
-}
-
-fn local_of(key: usize) -> usize {
-    key & LOCAL_MASK
-}
 
 /// How many shards a lifecycle gets: twice the available parallelism, a power of two, 2 to
 /// [`MAX_SHARDS`] (2 under loom: two model threads on two shards).
@@ -361,14 +472,10 @@ fn thread_number() -> usize {
 /// The lifecycle's sessions: one gate and one registry per shard.
 #[derive(Debug)]
 pub(crate) struct Sessions {
-    shards: Box<[Shard]>,
+    shards: Box<[Arc<Shard>]>,
     /// `shards.len() - 1` (a power of two).
     mask: usize,
-    /// Shards not yet drained, plus one held by the close until it has closed every shard:
-    /// the operation that takes it to zero reports the drain (see [`Sessions::close`]).
-    pending: AtomicU64,
-    /// Guards the sessions that ended by a panic; taken inside a shard's registry lock.
-    panicked: Mutex<Panicked>,
+    common: Arc<Common>,
 }
 
 /// What [`Sessions::snapshot`] sees.
@@ -382,20 +489,36 @@ pub(crate) struct Counts {
 }
 
 impl Sessions {
-    pub(crate) fn new() -> Self {
+    /// The sessions of the lifecycle `shared` (being built), on its `clock`.
+    pub(crate) fn new(shared: Weak<Shared>, clock: Arc<dyn Clock>) -> Self {
         let count = shard_count();
-        let shards: Box<[Shard]> = (0..count)
-            .map(|_| Shard {
-                gate: Gate::new(),
-                registry: Mutex::new(Registry::default()),
+        let common = Arc::new(Common {
+            pending: AtomicU64::new(count as u64 + 1),
+            panicked: Mutex::new(Panicked::default()),
+            stopped: AtomicBool::new(false),
+            shared,
+            clock,
+        });
+        let shards: Box<[Arc<Shard>]> = (0..count)
+            .map(|_| {
+                Arc::new(Shard {
+                    gate: Gate::new(),
+                    registry: Mutex::new(Registry::default()),
+                    common: common.clone(),
+                })
             })
             .collect();
         Sessions {
             shards,
             mask: count - 1,
-            pending: AtomicU64::new(count as u64 + 1),
-            panicked: Mutex::new(Panicked::default()),
+            common,
         }
+    }
+
+    /// The stop is about to fire: sessions say they are stopped from now on.
+    pub(crate) fn mark_stopped(&self) {
+        // Release: pairs with `Session::is_stopped`'s Acquire, as the broadcast's own flag.
+        self.common.stopped.store(true, Ordering::Release);
     }
 
     /// The shard this thread begins its sessions on.
@@ -404,131 +527,31 @@ impl Sessions {
         thread_number() & self.mask
     }
 
-    /// Admits an unnamed session: one compare-and-swap on this thread's shard. Returns its
-    /// key.
+    /// Admits an unnamed session: one compare-and-swap on this thread's shard. Returns the
+    /// shard.
     #[inline]
-    pub(crate) fn begin_unnamed(&self) -> Result<usize, Closed> {
-        let shard = self.home();
-        self.shards[shard].gate.enter()?;
-        Ok(key(shard, LOCAL_UNNAMED))
+    pub(crate) fn begin_unnamed(&self) -> Result<&Arc<Shard>, Closed> {
+        let shard = &self.shards[self.home()];
+        shard.gate.enter()?;
+        Ok(shard)
     }
 
-    /// Admits a named session that began at `began`, returning its key.
+    /// Admits a named session that began at `began`, returning its shard and key.
     pub(crate) fn begin_named(
         &self,
         name: Cow<'static, str>,
         began: Instant,
-    ) -> Result<usize, Closed> {
-        let shard = self.home();
-        let mut registry = lock(&self.shards[shard].registry);
+    ) -> Result<(&Arc<Shard>, usize), Closed> {
+        let shard = &self.shards[self.home()];
+        let mut registry = lock(&shard.registry);
         // Under the registry lock: a census sees the entry and the count together.
-        self.shards[shard].gate.enter()?;
-        let local = registry.named.insert(Entry {
+        shard.gate.enter()?;
+        let key = registry.named.insert(Entry {
             name,
             began,
             under: None,
         });
-        Ok(key(shard, local))
-    }
-
-    /// Admits a named child of the live session `parent` (its key), even after admission
-    /// closed, returning its key. On the parent's shard: its gate has a live session (the
-    /// parent), so it has not reported its drain and cannot until both ended.
-    /// Refused (`Err`) once the final census was taken.
-    pub(crate) fn begin_named_child(
-        &self,
-        name: Cow<'static, str>,
-        began: Instant,
-        parent: usize,
-    ) -> Result<usize, Closed> {
-        let index = shard_of(parent);
-        let shard = &self.shards[index];
-        let mut registry = lock(&shard.registry);
-        if registry.sealed {
-            return Err(shard.gate.refuse());
-        }
-        let under = registry
-            .named
-            .get(local_of(parent))
-            .map(|entry| entry.name.clone());
-        // Under the registry lock: a census sees the entry and the count together.
-        shard.gate.enter_child();
-        let local = registry.named.insert(Entry { name, began, under });
-        Ok(key(index, local))
-    }
-
-    /// Admits an unnamed child of the live session `parent` (its key) on its shard, even
-    /// after admission closed; refused (`Err`) once the final census was taken. Under the
-    /// registry lock, for that.
-    pub(crate) fn begin_unnamed_child(&self, parent: usize) -> Result<usize, Closed> {
-        let index = shard_of(parent);
-        let shard = &self.shards[index];
-        let registry = lock(&shard.registry);
-        if registry.sealed {
-            return Err(shard.gate.refuse());
-        }
-        shard.gate.enter_child();
-        drop(registry);
-        Ok(key(index, LOCAL_UNNAMED))
-    }
-
-    /// One shard drained (closed, nothing live on it): returns whether it was the last.
-    #[cold]
-    fn shard_drained(&self) -> bool {
-        // AcqRel: each shard's drain (whose exit fenced in its sessions' work) is released
-        // to the operation that takes the count to zero, which acquires them all.
-        self.pending.fetch_sub(1, Ordering::AcqRel) == 1
-    }
-
-    /// Ends an unnamed session normally. Returns whether that drained the lifecycle's
-    /// sessions.
-    #[inline]
-    pub(crate) fn end_unnamed(&self, key: usize) -> bool {
-        self.shards[shard_of(key)].gate.exit() && self.shard_drained()
-    }
-
-    /// Ends a session (named or unnamed, by its key) by a panic, with the payload's text if
-    /// it was caught. Returns whether that drained the sessions, and the session's name.
-    fn end_panicked(
-        &self,
-        key: usize,
-        message: Option<String>,
-    ) -> (bool, Option<Cow<'static, str>>) {
-        let shard = &self.shards[shard_of(key)];
-        let mut registry = lock(&shard.registry);
-        let local = local_of(key);
-        let name = (local != LOCAL_UNNAMED)
-            .then(|| registry.named.try_remove(local))
-            .flatten()
-            .map(|entry| entry.name);
-        {
-            // Inside the shard's lock (the order: shard, then panicked), so a census, which
-            // takes every shard's lock first, sees the name and the count agree.
-            let mut panicked = lock(&self.panicked);
-            panicked.count += 1;
-            if panicked.kept.len() < PANICKED_KEPT {
-                panicked
-                    .kept
-                    .push(PanickedSession::new(name.clone(), message));
-            }
-        }
-        let drained = shard.gate.exit();
-        drop(registry);
-        (drained && self.shard_drained(), name)
-    }
-
-    /// Ends a named session normally: the common named path, without the panic
-    /// bookkeeping. Returns whether that drained the sessions.
-    fn end_named(&self, key: usize) -> bool {
-        let shard = &self.shards[shard_of(key)];
-        let mut registry = lock(&shard.registry);
-        let entry = registry.named.try_remove(local_of(key));
-        // Under the registry lock, so a census sees the name and the count agree.
-        let drained = shard.gate.exit();
-        drop(registry);
-        // The name (an owned `String`, maybe) is freed outside the lock.
-        drop(entry);
-        drained && self.shard_drained()
+        Ok((shard, key))
     }
 
     /// Closes admission on every shard. Returns whether nothing was live at that moment
@@ -547,7 +570,7 @@ impl Sessions {
             .filter(|shard| shard.gate.close())
             .count() as u64;
         // AcqRel: as in `shard_drained`.
-        self.pending.fetch_sub(empty + 1, Ordering::AcqRel) == empty + 1
+        self.common.pending.fetch_sub(empty + 1, Ordering::AcqRel) == empty + 1
     }
 
     /// Sessions live now (a sum over the shards, each read at its own moment).
@@ -586,7 +609,7 @@ impl Sessions {
                     .map(|(_, s)| s.to_named(now)),
             );
         }
-        let panicked = lock(&self.panicked);
+        let panicked = lock(&self.common.panicked);
         SessionCensus {
             admitted,
             refused,
@@ -613,7 +636,7 @@ impl Sessions {
             admitted += shard_admitted;
             refused += shard.gate.refused();
         }
-        let panicked = lock(&self.panicked);
+        let panicked = lock(&self.common.panicked);
         SessionCensus {
             admitted,
             refused,
@@ -652,16 +675,9 @@ impl Sessions {
             live,
             admitted,
             refused,
-            panicked: lock(&self.panicked).count,
+            panicked: lock(&self.common.panicked).count,
             oldest: kept,
         }
-    }
-
-    fn name(&self, key: usize) -> Option<String> {
-        lock(&self.shards[shard_of(key)].registry)
-            .named
-            .get(local_of(key))
-            .map(|s| s.name.to_string())
     }
 }
 
@@ -709,27 +725,35 @@ pub(crate) fn refuse(shared: &Shared) -> Refused {
 /// ```
 #[must_use = "dropping a session ends it at once"]
 pub struct Session {
-    shared: Arc<Shared>,
-    /// The shard it entered and its registry key, [`LOCAL_UNNAMED`] or [`LOCAL_ENDED`] (see
-    /// [`key`]): sentinels rather than an `Option` keep the guard at two words.
+    /// The shard it entered, not the lifecycle: its reference count is the shard's own, so
+    /// sessions on different threads do not contend on one count (the lifecycle is reached
+    /// through the shard, weakly, only to report the drain).
+    shard: Arc<Shard>,
+    /// Its registry key in the shard, [`UNNAMED`] or [`ENDED`]: sentinels rather than an
+    /// `Option` keep the guard at two words.
     key: usize,
 }
 
 impl Session {
     #[inline]
-    pub(crate) fn unnamed(shared: Arc<Shared>, key: usize) -> Self {
-        debug_assert_eq!(local_of(key), LOCAL_UNNAMED);
-        Session { shared, key }
+    pub(crate) fn unnamed(shard: &Arc<Shard>) -> Self {
+        Session {
+            shard: shard.clone(),
+            key: UNNAMED,
+        }
     }
 
-    pub(crate) fn named(shared: Arc<Shared>, key: usize) -> Self {
-        debug_assert!(local_of(key) < LOCAL_ENDED);
-        Session { shared, key }
+    pub(crate) fn named(shard: &Arc<Shard>, key: usize) -> Self {
+        debug_assert!(key < ENDED);
+        Session {
+            shard: shard.clone(),
+            key,
+        }
     }
 
     /// Whether this session has a name (and is not ended).
     fn is_named(&self) -> bool {
-        local_of(self.key) < LOCAL_ENDED
+        self.key < ENDED
     }
 
     /// Begins a named session under this one: a request under its connection, a step
@@ -766,13 +790,10 @@ impl Session {
     /// # Ok::<(), async_lifecycle::Refused>(())
     /// ```
     pub fn child(&self, name: impl Into<Cow<'static, str>>) -> Result<Session, Refused> {
-        let began = self.shared.clock.now();
-        match self
-            .shared
-            .sessions
-            .begin_named_child(name.into(), began, self.key)
-        {
-            Ok(key) => Ok(Session::named(self.shared.clone(), key)),
+        // Coarse, as a named session's (`Lifecycle::session`).
+        let began = self.shard.common.clock.coarse_now();
+        match self.shard.begin_named_child(name.into(), began, self.key) {
+            Ok(key) => Ok(Session::named(&self.shard, key)),
             Err(_sealed) => Err(Refused::Ended),
         }
     }
@@ -784,20 +805,33 @@ impl Session {
     ///
     /// [`Refused::Ended`] once the lifecycle has ended.
     pub fn unnamed_child(&self) -> Result<Session, Refused> {
-        match self.shared.sessions.begin_unnamed_child(self.key) {
-            Ok(key) => Ok(Session::unnamed(self.shared.clone(), key)),
+        match self.shard.begin_unnamed_child() {
+            Ok(()) => Ok(Session::unnamed(&self.shard)),
             Err(_sealed) => Err(Refused::Ended),
         }
     }
 
     /// A future that resolves once the lifecycle's stop was requested (see [`StopSignal`]).
     pub fn stop_signal(&self) -> StopSignal {
-        StopSignal::new(self.shared.clone())
+        match self.shard.common.shared.upgrade() {
+            Some(shared) => StopSignal::new(shared),
+            // Every handle on the lifecycle is gone, so it was stopped: a fired signal (of
+            // a stand-in, stopped the same way).
+            None => {
+                let stand_in = crate::Lifecycle::builder()
+                    .clock(crate::ManualClock::new())
+                    .build();
+                let weak = stand_in.downgrade();
+                drop(stand_in); // stopped: its handles were dropped
+                weak.stop_signal()
+            }
+        }
     }
 
     /// Whether the lifecycle's stop was requested (it is draining or has ended).
     pub fn is_stopped(&self) -> bool {
-        self.shared.stop.is_fired()
+        // Acquire: pairs with `Sessions::mark_stopped`.
+        self.shard.common.stopped.load(Ordering::Acquire)
     }
 
     /// The name this session was started with, if it has one.
@@ -805,7 +839,7 @@ impl Session {
         if !self.is_named() {
             return None;
         }
-        self.shared.sessions.name(self.key)
+        self.shard.name(self.key)
     }
 
     /// Runs `work` as this session: the session ends when `work` completes, or when it
@@ -854,14 +888,13 @@ impl Session {
     /// unnamed path stays small.
     #[inline(never)]
     fn end_slow(&mut self, panic: Option<Option<String>>) {
-        let key = self.key;
-        self.key = key & !LOCAL_MASK | LOCAL_ENDED;
+        let key = std::mem::replace(&mut self.key, ENDED);
         let drained = match panic {
-            None => self.shared.sessions.end_named(key),
+            None => self.shard.end_named(key),
             Some(message) => self.end_panicked(key, message),
         };
         if drained {
-            self.shared.sessions_drained();
+            self.shard.common.report_drained();
         }
     }
 
@@ -869,7 +902,7 @@ impl Session {
     #[cold]
     fn end_panicked(&self, key: usize, message: Option<String>) -> bool {
         let shown = message.clone();
-        let (drained, name) = self.shared.sessions.end_panicked(key, message);
+        let (drained, name) = self.shard.end_panicked(key, message);
         complain::session_panicked(name.as_deref(), shown.as_deref());
         drained
     }
@@ -879,12 +912,11 @@ impl Drop for Session {
     #[inline]
     fn drop(&mut self) {
         let unwinding = std::thread::panicking();
-        let local = local_of(self.key);
-        if local == LOCAL_UNNAMED && !unwinding {
-            if self.shared.sessions.end_unnamed(self.key) {
-                self.shared.sessions_drained();
+        if self.key == UNNAMED && !unwinding {
+            if self.shard.end_unnamed() {
+                self.shard.common.report_drained();
             }
-        } else if local != LOCAL_ENDED {
+        } else if self.key != ENDED {
             self.end_slow(unwinding.then_some(None));
         }
     }

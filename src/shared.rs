@@ -144,14 +144,17 @@ struct Effects {
 }
 
 impl Shared {
+    /// The lifecycle's state; `this` is the `Arc` it is being built in (`Arc::new_cyclic`),
+    /// which its sessions report their drain to without keeping it alive.
     pub(crate) fn new(
+        this: std::sync::Weak<Shared>,
         machine: Machine,
         clock: Arc<dyn Clock>,
         spawner: Option<Spawner>,
         events: Option<Hook>,
     ) -> Self {
         Shared {
-            sessions: Sessions::new(),
+            sessions: Sessions::new(this, clock.clone()),
             wait_seen: AtomicBool::new(false),
             gate: AtomicU64::new(OPEN),
             cause: OnceLock::new(),
@@ -654,6 +657,7 @@ impl Shared {
             );
         }
         if effects.fire_stop {
+            self.sessions.mark_stopped();
             self.stop.fire();
         }
         for nested in effects.unstarted {
