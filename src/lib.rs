@@ -149,13 +149,19 @@
 //!   `Router` as is): a session per connection, the listener's backlog served before it
 //!   closes, a linger for idle kept-alive connections, then a graceful close (HTTP/1 close,
 //!   HTTP/2 GOAWAY); a stalled half-sent request is named at the deadline (module `serve`).
+//! - `sim`: a deterministic simulator for your own shutdown scenarios — a seeded
+//!   single-thread executor with random and PCT schedulers, a simulated clock that jumps to
+//!   the next deadline, signals, forces, panics and clock jumps injected where the scheduler
+//!   picks, and replay tokens that reproduce a failing run exactly (module `sim`; the guide
+//!   page `guide::simulation` compares it with loom, shuttle, turmoil and madsim).
 //!
 //! # Comparison with neighbours
 //!
 //! - **tokio-util's `CancellationToken` + `TaskTracker`**: the cheapest primitives, but no
 //!   deadline, no names, no report of errors or panics, and tokio only. An unnamed session
-//!   here costs about what a `TaskTracker` token costs (1.2× on one thread, 0.94× under
-//!   contention, no allocation; see `BENCHMARKS.md`) and adds the deadline and the report.
+//!   here costs about what a `TaskTracker` token costs (about 1.1× on one thread, and less
+//!   than one on two threads, where sessions are sharded per thread; no allocation; see
+//!   `BENCHMARKS.md`) and adds the deadline and the report.
 //! - **tokio-graceful-shutdown**: a subsystem tree with signals and one timeout, tokio only;
 //!   stragglers are logged but not returned and panic payloads are dropped. Here the report
 //!   is a value you can assert on, and sessions are cheap enough for every request.
