@@ -31,7 +31,10 @@
 //! - **HTTP/1 pipelining**: requests a client sent behind one that ends with
 //!   `Connection: close` are not read; the connection closes cleanly after that response, and
 //!   the client retries what it left unanswered (RFC 9112 §9.3.2). They were never
-//!   dispatched, so no session began: nothing admitted is lost.
+//!   dispatched, so no session began: nothing admitted is lost. The half-received-request
+//!   wait above sees only the bytes read since the last response: a pipelined request still
+//!   incomplete behind one already answered (a client that pipelines, then stalls mid-request)
+//!   is closed on at the end of the linger, and left to the same retry.
 //! - **A panic** in the service (its `call`, its future) is answered `500 Internal Server
 //!   Error` (HTTP/1: with `Connection: close`) instead of resetting the connection, and the
 //!   report names the request as a panicked session with its message: as the
