@@ -109,30 +109,49 @@ impl fmt::Display for Choices {
 impl std::str::FromStr for Choices {
     type Err = String;
 
+    /// Only in the spelling [`Display`](fmt::Display) prints (a seed's leading zeros may be
+    /// left out): lower-case hex, no signs, no leading zeros in a list's numbers.
     fn from_str(s: &str) -> Result<Self, String> {
         let bad =
             || format!("bad choices {s:?}: expected s<hex seed>, b<hex bytes> or l<hex.hex…>");
+        let choices = Self::parse(s).ok_or_else(bad)?;
+        let printed = choices.to_string();
+        let given = match s.strip_prefix('s') {
+            Some(seed) => format!("s{seed:0>16}"),
+            None => s.to_owned(),
+        };
+        if given != printed {
+            return Err(format!(
+                "bad choices {s:?}: not in its own spelling, {printed}"
+            ));
+        }
+        Ok(choices)
+    }
+}
+
+impl Choices {
+    fn parse(s: &str) -> Option<Self> {
         let mut chars = s.chars();
-        let kind = chars.next().ok_or_else(bad)?;
+        let kind = chars.next()?;
         let rest = chars.as_str();
         match kind {
-            's' if !rest.is_empty() && rest.len() <= 16 => u64::from_str_radix(rest, 16)
-                .map(Choices::seed)
-                .map_err(|_| bad()),
+            's' if !rest.is_empty() && rest.len() <= 16 => {
+                u64::from_str_radix(rest, 16).ok().map(Choices::seed)
+            }
             'b' if rest.len() % 2 == 0 && rest.is_ascii() => (0..rest.len())
                 .step_by(2)
                 .map(|i| u8::from_str_radix(&rest[i..i + 2], 16))
                 .collect::<Result<Vec<u8>, _>>()
-                .map(Choices::bytes)
-                .map_err(|_| bad()),
-            'l' if rest.is_empty() => Ok(Choices::list(Vec::new())),
+                .ok()
+                .map(Choices::bytes),
+            'l' if rest.is_empty() => Some(Choices::list(Vec::new())),
             'l' => rest
                 .split('.')
                 .map(|n| u32::from_str_radix(n, 16))
                 .collect::<Result<Vec<u32>, _>>()
-                .map(Choices::list)
-                .map_err(|_| bad()),
-            _ => Err(bad()),
+                .ok()
+                .map(Choices::list),
+            _ => None,
         }
     }
 }
@@ -223,6 +242,7 @@ mod tests {
         ] {
             assert_eq!(choices.to_string().parse::<Choices>(), Ok(choices));
         }
+        assert_eq!("s2a".parse::<Choices>(), Ok(Choices::seed(0x2a)));
         for bad in [
             "",
             "x1",
@@ -232,6 +252,10 @@ mod tests {
             "bzz",
             "l1..2",
             "lq",
+            "s+1",
+            "sFF",
+            "bAB",
+            "l01",
         ] {
             assert!(bad.parse::<Choices>().is_err(), "{bad}");
         }

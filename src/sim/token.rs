@@ -15,6 +15,10 @@ use super::sched::{Plan, Scheduler};
 /// [`Choices`] prints them (`s` and a hex seed, `b` and hex bytes, or `l` and a hex list).
 /// It holds only `[0-9a-z.-]`, so it needs no quoting in a shell.
 ///
+/// A token parses only in the spelling it prints, so that one run has one name: lower-case
+/// hex without signs, no leading zeros in a step count or a list's numbers, no step count
+/// on `pct1`. Only a seed's leading zeros may be left out (`s2a` is `s000000000000002a`).
+///
 /// A token replays the same run under the same [`Config`](super::Config) limits
 /// ([`max_steps`](super::Config::max_steps)) and the same scenario code.
 ///
@@ -136,7 +140,22 @@ impl FromStr for Token {
         if parts.next().is_some() {
             return Err(bad("trailing text"));
         }
-        Ok(Token { plan, choices })
+        let token = Token { plan, choices };
+        // One run, one name: `+1`, upper-case hex, `k` on pct1 or `k0` would parse to a
+        // token that prints otherwise.
+        let given = s.trim();
+        let seed_at = given.rfind("-s").map(|at| at + 2);
+        let printed = token.to_string();
+        let canonical = match seed_at {
+            Some(at) if matches!(token.choices.0, super::choice::Kind::Seed(_)) => {
+                format!("{}{:0>16}", &given[..at], &given[at..]) == printed
+            }
+            _ => given == printed,
+        };
+        if !canonical {
+            return Err(bad(&format!("not in its own spelling, {printed}")));
+        }
+        Ok(token)
     }
 }
 
@@ -166,6 +185,11 @@ mod tests {
             Token::pct(1, 77, Choices::seed(1)).to_string(),
             "v1-pct1-s0000000000000001"
         );
+        // A seed's leading zeros may be left out.
+        assert_eq!(
+            "v1-pct2-k5-s2a".parse::<Token>(),
+            Ok(Token::pct(2, 5, Choices::seed(0x2a)))
+        );
     }
 
     #[test]
@@ -180,6 +204,15 @@ mod tests {
             "v1-random-q1",
             "v1-random-s1-extra",
             "v1-pct4-k3-s1",
+            // Parsable, but not as they print: one run, one name.
+            "v1-random-s+1",
+            "v1-random-sFF",
+            "v1-random-b+1",
+            "v1-random-l+1.+2",
+            "v1-random-l01",
+            "v1-pct1-k99-s1",
+            "v1-pct2-k0-s1",
+            "v1-pct2-k010-s1",
         ] {
             let err = bad.parse::<Token>().unwrap_err();
             assert!(err.to_string().starts_with("bad replay token"), "{err}");
