@@ -494,10 +494,11 @@ fn byte_and_list_choices_replay_and_drive_a_search_like_a_fuzzer() {
 fn a_spin_on_a_flag_is_no_livelock_under_pct() {
     // The scenario spins until a task it spawned sets a flag: under PCT a spinning task that
     // outranks the setter would never let it run, unless yielding demotes it (as it does).
+    // (The spinner yields 1,000 times in a row before it is put below the setter.)
     for depth in 1..=3 {
         Config::new()
             .runs(100)
-            .max_steps(1000)
+            .max_steps(5000)
             .scheduler(Scheduler::Pct(depth))
             .search(|env| async move {
                 let flag = Arc::new(AtomicU64::new(0));

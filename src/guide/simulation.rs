@@ -110,6 +110,13 @@
 //!   Deep races need long searches; keep scenarios small (few tasks, few steps) and the
 //!   bound improves quickly.
 //!
+//! One exception, as in shuttle: a task that runs 1,000 steps in a row, yielding at each
+//! with no other task run in between (a spin on a flag), is put below every other task
+//! until one other task has run a step, then gets its priority back. Without it, a spinning
+//! task that outranks the one that would set its flag livelocks the run by PCT's own doing.
+//! The bound covers the schedules in which no task runs 1,000 yielding steps in a row; a
+//! longer streak hands one step to the highest-priority other ready task every 1,000 steps.
+//!
 //! The bound is a floor, not an estimate: most races are found far sooner. The default
 //! [`Scheduler::Portfolio`](crate::sim::Scheduler::Portfolio) takes random, PCT 1, PCT 2 and PCT
 //! 3 in turn, so each bound holds for a quarter of a search's runs (a 1,000-run search

@@ -21,9 +21,13 @@ use super::executor::TaskId;
 ///   10,000 runs miss it with probability below e⁻¹⁰ (the bound covers the order of the
 ///   tasks' steps; the environment's fault timing is drawn on top). `d` is 1 to 3 here; `k` is learned
 ///   from the previous runs of a search (or set by [`Config::pct_steps`](super::Config::pct_steps)).
-///   One departure from the paper, as in shuttle: a task that yields 32 times in a row (a
-///   spin on a flag) goes below every other, so that PCT cannot starve the task that sets
-///   the flag into a livelock of its own making.
+///   One departure from the paper, as in shuttle: a task that runs 1,000 steps in a row,
+///   yielding at each with no other task run in between (a spin on a flag), is put below
+///   every other task until one other task has run a step, then gets its priority back —
+///   so PCT cannot starve the task that sets the flag into a livelock of its own making.
+///   The bound above therefore covers the schedules in which no task runs 1,000 yielding
+///   steps in a row; a longer spin hands one step to the highest-priority other ready task
+///   (as soon as one is ready) every 1,000 steps, whatever the priorities.
 /// - [`Portfolio`](Scheduler::Portfolio) (the default): run `i` of a search uses Random,
 ///   PCT 1, PCT 2 and PCT 3 in turn (`i mod 4`), so no one scheduler's blind spot is the
 ///   search's.
@@ -80,6 +84,17 @@ impl fmt::Display for Plan {
     }
 }
 
+/// A ready task as the scheduler sees it: the executor's runnables, or bare ids in tests.
+pub(crate) trait Ready {
+    fn task(&self) -> TaskId;
+}
+
+impl Ready for TaskId {
+    fn task(&self) -> TaskId {
+        *self
+    }
+}
+
 /// A scheduler's state during one run.
 #[derive(Debug)]
 pub(crate) enum Picker {
@@ -90,13 +105,13 @@ pub(crate) enum Picker {
 #[derive(Debug)]
 pub(crate) struct Pct {
     /// Each task's priority, by id: a random draw above `HIGH` for a task never demoted,
-    /// `MID + 1 ..= MID + depth − 1` once demoted at a change point, below `MID` (the
-    /// later, the lower) once caught spinning.
+    /// `MID + 1 ..= MID + depth − 1` once demoted at a change point.
     priorities: Vec<u64>,
-    /// Each task's yields in a row (self-wakes without a poll in between that did not).
-    streaks: Vec<u32>,
-    /// Tasks caught spinning so far: the next goes below all of them.
-    spins: u64,
+    /// The task that ran last, and how many steps in a row it has run yielding each time
+    /// (no other task run in between).
+    streak: Option<(TaskId, u32)>,
+    /// A task caught spinning: below every other task until another one has run once.
+    spinner: Option<TaskId>,
     /// The steps (1-based) at which the task about to run is demoted, with the priority it
     /// gets then.
     change_points: Vec<(u64, u64)>,
@@ -104,14 +119,17 @@ pub(crate) struct Pct {
 
 /// Every priority drawn at spawn is above this.
 const HIGH: u64 = 1 << 62;
-/// Change points demote to just above this; spinning tasks go below it.
+/// Change points demote to just above this.
 const MID: u64 = 1 << 61;
-/// Yields in a row that make a task a spinner: it goes below every other task, so a task
-/// spinning on a flag (`while !flag { yield_now().await }`) lets the task that sets it run
-/// whatever their priorities — else PCT itself would livelock the run, as shuttle's PCT
-/// avoids by demoting yielders. Not at the first yield, so that a task yielding between
-/// steps keeps its place and PCT's depth-d orderings stay reachable.
-const SPIN: u32 = 32;
+/// Steps in a row that one task may run, yielding each time with no other task run in
+/// between, before it is taken for a spinner (`while !flag { yield_now().await }`) and put
+/// below every other task until one other task has run a step; then its priority is
+/// restored. Without it, a spinning task that outranks the task that would set its flag
+/// livelocks the run by PCT's own doing (shuttle's PCT demotes yielders for the same
+/// reason). So high that PCT's orderings stay reachable for any task yielding fewer times
+/// in a row; so temporary that a task yielding more is only interrupted once per this many
+/// steps, never starved. A real livelock still ends at the step limit.
+pub(crate) const SPIN: u32 = 1000;
 
 impl Picker {
     pub(crate) fn new(plan: Plan, source: &mut Source) -> Self {
@@ -127,8 +145,8 @@ impl Picker {
                     .collect();
                 Picker::Pct(Pct {
                     priorities: Vec::new(),
-                    streaks: Vec::new(),
-                    spins: 0,
+                    streak: None,
+                    spinner: None,
                     change_points,
                 })
             }
@@ -141,33 +159,34 @@ impl Picker {
             let priority = HIGH.saturating_add(source.next_u64() >> 2).max(HIGH + 1);
             if pct.priorities.len() <= id.0 {
                 pct.priorities.resize(id.0 + 1, HIGH + 1);
-                pct.streaks.resize(id.0 + 1, 0);
             }
             pct.priorities[id.0] = priority;
         }
     }
 
-    /// Task `id` ran; `yielded`: it woke itself while it ran (`yield_now`).
+    /// Task `id` ran a step; `yielded`: it woke itself while it ran (`yield_now`).
     pub(crate) fn ran(&mut self, id: TaskId, yielded: bool) {
         if let Picker::Pct(pct) = self {
-            let Some(streak) = pct.streaks.get_mut(id.0) else {
-                return;
-            };
-            if !yielded {
-                *streak = 0;
-                return;
+            if pct.spinner.is_some_and(|spinner| spinner != id) {
+                // Another task has run: the spinner gets its priority back.
+                pct.spinner = None;
             }
-            *streak += 1;
-            if *streak >= SPIN {
-                *streak = 0;
-                pct.spins += 1;
-                pct.priorities[id.0] = MID - pct.spins;
+            let count = match pct.streak {
+                Some((last, count)) if last == id => count,
+                _ => 0,
+            };
+            let count = if yielded { count + 1 } else { 0 };
+            if count >= SPIN {
+                pct.spinner = Some(id);
+                pct.streak = Some((id, 0));
+            } else {
+                pct.streak = Some((id, count));
             }
         }
     }
 
     /// The index in `ready` of the task to run at `step` (1-based). `ready` is not empty.
-    pub(crate) fn pick(&mut self, ready: &[TaskId], step: u64, source: &mut Source) -> usize {
+    pub(crate) fn pick<R: Ready>(&mut self, ready: &[R], step: u64, source: &mut Source) -> usize {
         match self {
             Picker::Random => source.choose(ready.len()),
             Picker::Pct(pct) => {
@@ -176,7 +195,7 @@ impl Picker {
                     if at == step {
                         // The task about to run is demoted below every other; the next
                         // highest runs instead (or it does, if it is alone).
-                        pct.priorities[ready[best].0] = priority;
+                        pct.priorities[ready[best].task().0] = priority;
                         best = pct.highest(ready);
                     }
                 }
@@ -187,14 +206,22 @@ impl Picker {
 }
 
 impl Pct {
-    fn highest(&self, ready: &[TaskId]) -> usize {
-        let priority = |id: TaskId| self.priorities.get(id.0).copied().unwrap_or(HIGH + 1);
+    fn highest<R: Ready>(&self, ready: &[R]) -> usize {
+        let priority = |id: TaskId| {
+            if self.spinner == Some(id) {
+                0
+            } else {
+                self.priorities.get(id.0).copied().unwrap_or(HIGH + 1)
+            }
+        };
         // Ties (a byte source that ran out draws equal priorities) go to the lowest id.
         let mut best = 0;
-        for (i, &id) in ready.iter().enumerate().skip(1) {
-            let (p, q) = (priority(id), priority(ready[best]));
-            if p > q || (p == q && id.0 < ready[best].0) {
-                best = i;
+        let (mut best_id, mut best_priority) = (ready[0].task(), priority(ready[0].task()));
+        for (i, r) in ready.iter().enumerate().skip(1) {
+            let id = r.task();
+            let p = priority(id);
+            if p > best_priority || (p == best_priority && id.0 < best_id.0) {
+                (best, best_id, best_priority) = (i, id, p);
             }
         }
         best
@@ -251,48 +278,46 @@ mod tests {
     }
 
     #[test]
-    fn a_task_that_spins_goes_below_every_other() {
-        // depth 2, change point at step 1 + 0 = 1; priorities 0: 9, 1: 5, 2: 1.
-        let mut source = Choices::list(vec![0, 9 << 2, 5 << 2, 1 << 2]).source();
-        let mut picker = Picker::new(
-            Plan::Pct {
-                depth: 2,
-                steps: 10,
-            },
-            &mut source,
-        );
+    fn a_task_that_spins_goes_below_every_other_until_another_has_run() {
+        // depth 1; priorities 0: 9, 1: 5, 2: 1.
+        let mut source = Choices::list(vec![9 << 2, 5 << 2, 1 << 2]).source();
+        let mut picker = Picker::new(Plan::Pct { depth: 1, steps: 0 }, &mut source);
         for id in 0..3 {
             picker.spawned(TaskId(id), &mut source);
         }
         let ready = [TaskId(0), TaskId(1), TaskId(2)];
-        // Step 1 demotes task 0 at the change point: 1 runs.
-        assert_eq!(picker.pick(&ready, 1, &mut source), 1);
-        // Task 1 yields, but fewer than SPIN times in a row: it keeps its place.
-        for step in 2..2 + u64::from(SPIN) - 1 {
-            picker.ran(TaskId(1), true);
-            assert_eq!(picker.pick(&ready, step, &mut source), 1);
-        }
-        // A poll without a yield ends the streak.
-        picker.ran(TaskId(1), false);
+        let mut step = 0;
+        let mut pick = |picker: &mut Picker, ready: &[TaskId]| {
+            step += 1;
+            ready[picker.pick(ready, step, &mut source)]
+        };
+        // Task 0 yields SPIN − 1 times in a row: it keeps its place.
         for _ in 0..SPIN - 1 {
-            picker.ran(TaskId(1), true);
+            assert_eq!(pick(&mut picker, &ready), TaskId(0));
+            picker.ran(TaskId(0), true);
         }
-        assert_eq!(picker.pick(&ready, 40, &mut source), 1);
-        // One more: it spins, and goes below all, the change point's demoted task included.
+        // A step without a yield ends the streak; so does another task's step.
+        assert_eq!(pick(&mut picker, &ready), TaskId(0));
+        picker.ran(TaskId(0), false);
+        for _ in 0..SPIN - 1 {
+            picker.ran(TaskId(0), true);
+        }
+        picker.ran(TaskId(2), false);
+        picker.ran(TaskId(0), true);
+        assert_eq!(pick(&mut picker, &ready), TaskId(0));
+        // SPIN yielding steps in a row: below every other task, for one step of another.
+        for _ in 0..SPIN - 2 {
+            picker.ran(TaskId(0), true);
+        }
+        assert_eq!(pick(&mut picker, &ready), TaskId(0));
+        picker.ran(TaskId(0), true);
+        assert_eq!(pick(&mut picker, &ready), TaskId(1), "the next highest");
+        assert_eq!(pick(&mut picker, &[TaskId(0), TaskId(2)]), TaskId(2));
+        assert_eq!(pick(&mut picker, &[TaskId(0)]), TaskId(0), "alone, it runs");
+        picker.ran(TaskId(0), true);
+        assert_eq!(pick(&mut picker, &ready), TaskId(1), "still below");
+        // Another task ran a step: the spinner has its priority back.
         picker.ran(TaskId(1), true);
-        assert_eq!(picker.pick(&ready, 41, &mut source), 2);
-        for _ in 0..SPIN {
-            picker.ran(TaskId(2), true);
-        }
-        assert_eq!(
-            picker.pick(&ready, 42, &mut source),
-            0,
-            "the demoted, now above both"
-        );
-        assert_eq!(
-            picker.pick(&ready[1..], 43, &mut source),
-            0,
-            "the earlier spinner"
-        );
+        assert_eq!(pick(&mut picker, &ready), TaskId(0));
     }
 }
