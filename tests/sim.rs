@@ -1,21 +1,30 @@
 //! The simulator (`async_lifecycle::sim`, issue 11): runs repeat exactly, failures replay
 //! from their token with the same trace, deadlocks and out-of-reach uses are named, idle
 //! time jumps, the schedulers find planted races (PCT-2 one that random cannot), faults land
-//! at varying moments, and byte- or list-driven choices replay. No real sleep anywhere: the
-//! only real-time bounds are bounds on failure.
+//! at varying moments, and byte- or list-driven choices replay. Then the edge cases a hostile
+//! review found, each a regression test: a future that panics as it is dropped, failures
+//! whose report (not only their schedule) differs between two runs of one token, real timers
+//! and other executors waking a task later, an `Env` kept from an earlier run, a clock jump
+//! of `Duration::MAX`, a long yielding streak under PCT, a search inside a tokio runtime,
+//! nested lifecycles and many sessions in a deadlock report. No real sleep in a passing
+//! test: the only real-time bounds are bounds on failure, and the waits are the simulator's
+//! own bounded wait for a wake from another thread on a run that fails.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_lifecycle::sim::{
-    self, Choices, Config, Env, FailureKind, Fault, Outcome, Scheduler, Token,
+    self, Choices, Config, Env, Failure, FailureKind, Fault, Outcome, Scheduler, Token,
 };
-use async_lifecycle::{Clock, ServiceOutcome, State, StopCause, SystemClock};
+use async_lifecycle::{
+    Clock, Lifecycle, ServiceOptions, ServiceOutcome, Snapshot, State, StopCause, SystemClock,
+};
 use futures::future::{Either, select};
 
 /// The planted race of `examples/sim_race.rs`, reduced: the worker takes a job off the
@@ -176,7 +185,7 @@ fn a_deadlock_names_the_live_service_and_session_with_their_ages() {
 }
 
 /// Pending until woken, with its waker left in `slot` for someone else to wake.
-struct Parked(Arc<Mutex<Option<std::task::Waker>>>, bool);
+struct Parked(Arc<Mutex<Option<Waker>>>, bool);
 
 impl Future for Parked {
     type Output = ();
@@ -660,4 +669,1188 @@ fn spawned_tasks_return_values_and_choices_shape_the_scenario() {
         })
         .expect("passes");
     assert!(counts.lock().unwrap().len() >= 4);
+}
+
+// ---------------------------------------------------------------------------------------
+// Edge cases from the review: each was a bug, a misleading report or a wrong doc claim.
+// ---------------------------------------------------------------------------------------
+
+fn kind(failure: &Failure) -> &'static str {
+    match failure.kind() {
+        FailureKind::Check(_) => "check",
+        FailureKind::Panic { .. } => "panic",
+        FailureKind::Deadlock(_) => "deadlock",
+        FailureKind::OutOfReach(_) => "out of reach",
+        FailureKind::StepLimit { .. } => "step limit",
+        FailureKind::Nondeterministic { .. } => "nondeterministic",
+        _ => "other",
+    }
+}
+
+/// A guard asserting, as it is dropped, that its job finished.
+struct AssertsOnDrop(&'static str);
+
+impl Drop for AssertsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("{} never finished", self.0);
+        }
+    }
+}
+
+/// A task still holding its guard when the scenario returns.
+async fn leaves_a_guarded_job(env: Env) -> Outcome {
+    let guard = AssertsOnDrop("job 1");
+    env.spawn("job", async move {
+        let _guard = guard;
+        std::future::pending::<()>().await
+    });
+    env.yield_now().await;
+    Ok(())
+}
+
+/// async-task drops a future it no longer polls inside `abort_on_panic`: a guard asserting in
+/// its `Drop` aborted the whole test process. The executor's own wrapper drops it under
+/// `catch_unwind`, and the run reports it (a regression aborts this binary).
+#[test]
+fn a_future_that_panics_as_it_is_dropped_is_reported_not_an_abort() {
+    let failure = Config::new()
+        .runs(3)
+        .search(leaves_a_guarded_job)
+        .expect_err("reported");
+    let FailureKind::Panic { task, message } = failure.kind() else {
+        panic!("not a panic: {failure}");
+    };
+    assert!(task.starts_with("job #"), "{task}");
+    assert!(
+        message.starts_with(
+            "it panicked while being dropped at the end of the run: job 1 never finished \
+             (at tests/sim.rs:"
+        ),
+        "{message}"
+    );
+    let again = sim::replay(&failure.token().to_string(), leaves_a_guarded_job).unwrap_err();
+    assert_eq!(again.kind(), failure.kind());
+    assert_eq!(again.trace(), failure.trace());
+
+    // Held by the scenario when the run deadlocks: the deadlock is the failure, and the
+    // report says what the guard said as the scenario was dropped.
+    let failure = Config::new()
+        .runs(3)
+        .search(|env| async move {
+            let _guard = AssertsOnDrop("the scenario");
+            env.spawn("stuck", std::future::pending::<()>()).await;
+            Ok(())
+        })
+        .expect_err("a deadlock");
+    assert_eq!(kind(&failure), "deadlock", "{failure}");
+    let text = failure.to_string();
+    assert!(
+        text.contains(
+            "then, as the run ended, task scenario #1 panicked while being dropped: the \
+             scenario never finished"
+        ),
+        "{text}"
+    );
+}
+
+/// A service future is dropped inside its lifecycle's own `catch_unwind`: the lifecycle's
+/// business, and the run passes.
+#[test]
+fn a_service_future_that_panics_as_it_is_dropped_is_its_lifecycle_s_business() {
+    let stats = Config::new()
+        .runs(3)
+        .search(|env| async move {
+            let lc = env.lifecycle(|b| b);
+            lc.service("dropper", |_stop| async move {
+                let _guard = AssertsOnDrop("dropper");
+                std::future::pending::<()>().await;
+            })?;
+            env.yield_now().await;
+            env.yield_now().await;
+            Ok(())
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(stats.runs(), 3);
+}
+
+/// The trace covers the failure's report: a check whose message depends on a global is no
+/// longer the "same" failure under the same trace line; the determinism check flags it and
+/// says how each run ended.
+#[test]
+fn a_failure_whose_message_differs_between_two_runs_is_nondeterministic() {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let scenario = |_env: Env| async move {
+        let n = CALLS.fetch_add(1, Ordering::Relaxed);
+        Err(format!("lost job {n}").into())
+    };
+    let failure = Config::new().runs(5).search(scenario).expect_err("flagged");
+    assert_eq!(kind(&failure), "nondeterministic", "{failure}");
+    let text = failure.to_string();
+    assert!(
+        text.contains("the first run: check failed: lost job"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the second run: check failed: lost job"),
+        "{text}"
+    );
+
+    // Without the check, two messages are two traces.
+    let token = Token::random(Choices::seed(1));
+    let config = Config::new().check_determinism(false);
+    let a = config.run(&token, |_env| async { Err("a".into()) });
+    let b = config.run(&token, |_env| async { Err("b".into()) });
+    assert_ne!(a.unwrap_err().trace(), b.unwrap_err().trace());
+}
+
+/// Tasks spawned in a `HashMap`'s order deadlock: the report's list of waiting tasks is part
+/// of the trace, so two runs of one token that name them in different orders are flagged.
+#[test]
+fn a_deadlock_report_that_differs_between_two_runs_is_nondeterministic() {
+    let scenario = |env: Env| async move {
+        let jobs: HashMap<String, u32> = (0..6).map(|i| (format!("job-{i}"), i)).collect();
+        let mut handles = Vec::new();
+        for (name, _) in jobs {
+            handles.push(env.spawn(name, std::future::pending::<()>()));
+        }
+        for handle in handles {
+            handle.await;
+        }
+        Ok(())
+    };
+    let token = Token::random(Choices::seed(1));
+    // Two `HashMap`s iterate 6 keys in the same order about once in 720: a few tries.
+    let flagged = (0..5).any(|_| {
+        let failure = Config::new().run(&token, scenario).expect_err("fails");
+        match failure.kind() {
+            FailureKind::Nondeterministic { .. } => true,
+            FailureKind::Deadlock(_) => false,
+            _ => panic!("{failure}"),
+        }
+    });
+    assert!(
+        flagged,
+        "the order of the waiting tasks is not in the trace"
+    );
+}
+
+/// What the determinism check compares: one token, run twice back to back. A global whose
+/// effect is the same in both (here: it fails runs 2 and 3 of the process, the search's run
+/// 1 and its re-run) passes the check, and a replay made later passes — as documented.
+#[test]
+fn the_determinism_check_compares_one_token_run_twice_back_to_back() {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let scenario = |_env: Env| async move {
+        // Calls 0 and 1 (run 0 and its check) pass, 2 and 3 (run 1 and its check) fail,
+        // 4 and 5 (the replay and its check) pass.
+        if CALLS.fetch_add(1, Ordering::Relaxed) % 4 >= 2 {
+            return Err("lost a job".into());
+        }
+        Ok(())
+    };
+    let failure = Config::new().runs(5).search(scenario).expect_err("fails");
+    assert_eq!(kind(&failure), "check", "{failure}");
+    assert_eq!(failure.run_index(), Some(1));
+    sim::replay(&failure.token().to_string(), scenario).expect("invisible to the check");
+}
+
+/// The same token leaves the same hash, with a thread spawned and joined inside (only slow).
+#[test]
+fn a_thread_joined_inside_a_scenario_keeps_it_deterministic() {
+    let scenario = |env: Env| async move {
+        let lc = env.lifecycle(|b| b.grace(Duration::from_secs(3)));
+        lc.service("svc", |stop| stop)?;
+        let sum = std::thread::spawn(|| (0..1000u64).sum::<u64>())
+            .join()
+            .unwrap();
+        assert_eq!(sum, 499_500);
+        env.fault(Fault::Signal);
+        lc.wait().await;
+        Ok(())
+    };
+    let hashes: BTreeSet<u64> = (0..5)
+        .map(|_| {
+            Config::new()
+                .run(&Token::pct(2, 40, Choices::seed(9)), scenario)
+                .expect("passes")
+                .trace()
+        })
+        .collect();
+    assert_eq!(hashes.len(), 1);
+}
+
+/// `Instant::now()` read directly cannot be seen; the nondeterminism it causes is caught on
+/// the search's first run.
+#[test]
+fn real_time_read_directly_is_caught_by_the_determinism_check() {
+    let caught = (0..10).any(|_| {
+        let result = Config::new().runs(1).search(|env| async move {
+            let t = Instant::now();
+            let mut spins = 0u64;
+            while t.elapsed() < Duration::from_micros(50) {
+                spins += 1;
+                if spins % 64 == 0 {
+                    env.yield_now().await;
+                }
+            }
+            Ok(())
+        });
+        match result {
+            Ok(_) => false,
+            Err(f) => {
+                assert_eq!(kind(&f), "nondeterministic", "{f}");
+                true
+            }
+        }
+    });
+    assert!(
+        caught,
+        "a real-time dependent yield count was never flagged"
+    );
+}
+
+fn expect_out_of_reach(result: Result<sim::Stats, Failure>) -> String {
+    let failure = result.expect_err("must fail");
+    match failure.kind() {
+        FailureKind::OutOfReach(message) => message.clone(),
+        _ => panic!("expected out of reach, got {}:\n{failure}", kind(&failure)),
+    }
+}
+
+#[test]
+fn tokio_spawns_sockets_lifecycles_and_spawners_are_out_of_reach() {
+    let message = expect_out_of_reach(Config::new().runs(2).search(|_env| async move {
+        tokio::spawn(async {}).await.unwrap();
+        Ok(())
+    }));
+    assert!(message.contains("tokio"), "{message}");
+    let message = expect_out_of_reach(Config::new().runs(2).search(|_env| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let _ = listener.accept().await;
+        Ok(())
+    }));
+    assert!(message.contains("tokio"), "{message}");
+    let message = expect_out_of_reach(Config::new().runs(2).search(|_env| async move {
+        use async_lifecycle::tokio::BuilderExt;
+        let lc = Lifecycle::builder().tokio().build();
+        lc.service("x", |stop| stop)?;
+        lc.stop("done");
+        lc.wait().await;
+        Ok(())
+    }));
+    assert!(message.contains("tokio"), "{message}");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    let message = expect_out_of_reach(Config::new().runs(2).search(move |env| {
+        let handle = handle.clone();
+        async move {
+            let lc = env
+                .builder()
+                .spawner(async_lifecycle::tokio::spawner_on(handle))
+                .build();
+            lc.service("x", |stop| stop)?;
+            lc.stop("done");
+            lc.wait().await;
+            Ok(())
+        }
+    }));
+    assert!(message.contains("tokio's spawner"), "{message}");
+}
+
+#[test]
+fn a_system_clock_sleep_is_out_of_reach() {
+    let message = expect_out_of_reach(Config::new().runs(2).search(|_env| async move {
+        // A deadline computed without `now()`.
+        SystemClock::new().sleep_until(Instant::now()).await;
+        Ok(())
+    }));
+    assert!(message.contains("SystemClock::sleep_until"), "{message}");
+}
+
+/// A real timer wakes its task from its own thread, after the run already had nothing to
+/// run: the run waits `FOREIGN_WAKE_WAIT` for such a wake and reports it as out of reach,
+/// naming the task it woke.
+#[test]
+fn real_timers_that_fire_within_the_wait_are_out_of_reach() {
+    assert!(sim::FOREIGN_WAKE_WAIT >= Duration::from_millis(100));
+    let message = expect_out_of_reach(Config::new().runs(2).search(|_env| async move {
+        async_io::Timer::after(Duration::from_millis(20)).await;
+        Ok(())
+    }));
+    assert!(
+        message.starts_with("task `scenario #1` was woken from another thread ("),
+        "{message}"
+    );
+    let message = expect_out_of_reach(Config::new().runs(2).search(|env| async move {
+        env.spawn(
+            "delayed",
+            futures_timer::Delay::new(Duration::from_millis(20)),
+        )
+        .await;
+        Ok(())
+    }));
+    assert!(
+        message.starts_with("task `delayed #2` was woken from another thread ("),
+        "{message}"
+    );
+}
+
+/// What no other thread wakes within the wait (a socket nobody connects to, a timer set
+/// further out) reads as a deadlock, whose report lists these causes.
+#[test]
+fn a_real_socket_or_a_later_timer_is_a_deadlock_that_names_the_likely_causes() {
+    for failure in [
+        Config::new()
+            .runs(1)
+            .search(|_env| async move {
+                let listener = async_io::Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0))?;
+                let _ = listener.accept().await;
+                Ok(())
+            })
+            .expect_err("a deadlock"),
+        Config::new()
+            .runs(1)
+            .search(|_env| async move {
+                futures_timer::Delay::new(Duration::from_secs(5)).await;
+                Ok(())
+            })
+            .expect_err("a deadlock"),
+    ] {
+        assert_eq!(kind(&failure), "deadlock", "{failure}");
+        let text = failure.to_string();
+        for cause in [
+            "futures-timer",
+            "async-io Timer",
+            "SystemClock sleep",
+            "a real socket",
+            "another executor",
+            "within 150ms",
+        ] {
+            assert!(text.contains(cause), "{cause:?} not in {text}");
+        }
+    }
+}
+
+/// `smol::spawn` runs on smol's own threads and wakes the awaiting task from there: out of
+/// reach. (A task on another executor that has finished before it is first awaited wakes
+/// nothing, and cannot be seen: the search then passes.)
+#[test]
+fn smol_spawn_is_out_of_reach() {
+    let mut out_of_reach = 0;
+    for _ in 0..10 {
+        match Config::new().runs(1).search(|_env| async move {
+            smol::spawn(async { 1 }).await;
+            Ok(())
+        }) {
+            Ok(_) => {}
+            Err(failure) => {
+                let message = match failure.kind() {
+                    FailureKind::OutOfReach(message) => message,
+                    _ => panic!("{failure}"),
+                };
+                assert!(
+                    message.starts_with("task `scenario #1` was woken from another thread"),
+                    "{message}"
+                );
+                out_of_reach += 1;
+            }
+        }
+    }
+    assert!(out_of_reach >= 5, "{out_of_reach} of 10");
+}
+
+/// Out of reach in the scenario closure, before its future: `Lifecycle::new()` reads the
+/// system clock.
+#[test]
+fn out_of_reach_in_the_scenario_closure_is_out_of_reach() {
+    let message = expect_out_of_reach(Config::new().runs(2).search(|_env| {
+        let lc = Lifecycle::new();
+        async move {
+            drop(lc);
+            Ok(())
+        }
+    }));
+    assert!(message.contains("system clock"), "{message}");
+}
+
+#[test]
+fn env_spawn_from_another_thread_is_out_of_reach() {
+    let message = expect_out_of_reach(Config::new().runs(2).search(|env| async move {
+        let e = env.clone();
+        let _ = std::thread::spawn(move || {
+            e.spawn("from a thread", async {});
+        })
+        .join();
+        env.yield_now().await;
+        Ok(())
+    }));
+    assert!(
+        message.starts_with("task `from a thread` was spawned from another thread"),
+        "{message}"
+    );
+}
+
+/// An `Env` kept from an earlier run fails the run that uses it, clearly: its spawn, its
+/// lifecycles (whose services would never run), its sleeps and faults.
+#[test]
+fn an_env_kept_from_an_earlier_run_fails_the_run_that_uses_it() {
+    static STALE: Mutex<Option<Env>> = Mutex::new(None);
+    type Use = fn(&Env);
+    let uses: [(&str, Use); 5] = [
+        ("Env::spawn", |old| drop(old.spawn("stale", async {}))),
+        ("Env::lifecycle", |old| drop(old.lifecycle(|b| b))),
+        ("Env::sleep", |old| drop(old.sleep(Duration::from_secs(1)))),
+        ("Env::fault", |old| old.fault(Fault::Signal)),
+        ("Env::choose", |old| {
+            old.choose(3);
+        }),
+    ];
+    for (what, use_it) in uses {
+        let failure = Config::new()
+            .runs(3)
+            .check_determinism(false)
+            .search(move |env| async move {
+                let old = STALE.lock().unwrap().replace(env.clone());
+                if let Some(old) = old {
+                    use_it(&old);
+                }
+                Ok(())
+            })
+            .expect_err("refused");
+        *STALE.lock().unwrap() = None;
+        let FailureKind::OutOfReach(message) = failure.kind() else {
+            panic!("{what}: {failure}");
+        };
+        assert!(
+            message.starts_with(&format!(
+                "an `Env` (`{what}`) from an earlier simulated run was used in a later run"
+            )),
+            "{message}"
+        );
+        assert!(message.contains("Keep the `Env` inside"), "{message}");
+        assert_eq!(failure.run_index(), Some(1));
+    }
+
+    // Used after its run, outside any: a plain panic saying so.
+    let kept = Mutex::new(None);
+    Config::new()
+        .runs(1)
+        .search(|env| {
+            *kept.lock().unwrap() = Some(env.clone());
+            async { Ok(()) }
+        })
+        .unwrap();
+    let kept = kept.into_inner().unwrap().unwrap();
+    let panic = catch_unwind(AssertUnwindSafe(|| kept.spawn("late", async {}))).unwrap_err();
+    let message = panic.downcast_ref::<String>().unwrap();
+    assert!(message.contains("after that run ended"), "{message}");
+}
+
+/// A lifecycle kept from an earlier run (its `Env` long gone) spawns into the current run's
+/// failure, not into nothing.
+#[test]
+fn a_lifecycle_kept_from_an_earlier_run_fails_the_run_that_uses_it() {
+    static STALE: Mutex<Option<Lifecycle>> = Mutex::new(None);
+    let failure = Config::new()
+        .runs(3)
+        .check_determinism(false)
+        .search(|env| async move {
+            let lc = env.builder().build();
+            let old = STALE.lock().unwrap().replace(lc.clone());
+            if let Some(old) = old {
+                old.service("svc", |stop| stop)?;
+            }
+            Ok(())
+        })
+        .expect_err("refused");
+    *STALE.lock().unwrap() = None;
+    let message = match failure.kind() {
+        FailureKind::OutOfReach(message) => message,
+        _ => panic!("{failure}"),
+    };
+    assert!(
+        message.starts_with("a lifecycle built by an `Env` from an earlier simulated run"),
+        "{message}"
+    );
+}
+
+/// A wake after the run ended, from a thread that kept a waker: harmless, as is a waker of an
+/// earlier run woken during a later one.
+#[test]
+fn wakes_after_a_run_ended_are_harmless() {
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    let t = threads.clone();
+    let stats = Config::new()
+        .runs(20)
+        .search(move |env| {
+            let threads = t.clone();
+            async move {
+                let slot = Arc::new(Mutex::new(None));
+                let _parked = env.spawn("parked", Parked(slot.clone(), false));
+                env.yield_now().await;
+                env.yield_now().await;
+                if let Some(waker) = slot.lock().unwrap().take() {
+                    threads.lock().unwrap().push(std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(5));
+                        waker.wake();
+                    }));
+                }
+                Ok(())
+            }
+        })
+        .expect("passes");
+    assert_eq!(stats.runs(), 20);
+    for t in threads.lock().unwrap().drain(..) {
+        t.join().unwrap();
+    }
+
+    static STASH: Mutex<Option<Waker>> = Mutex::new(None);
+    let stats = Config::new()
+        .runs(30)
+        .search(|env| async move {
+            if let Some(old) = STASH.lock().unwrap().take() {
+                old.wake();
+            }
+            let slot = Arc::new(Mutex::new(None));
+            let _parked = env.spawn("parked", Parked(slot.clone(), false));
+            env.yield_now().await;
+            env.yield_now().await;
+            *STASH.lock().unwrap() = slot.lock().unwrap().take();
+            Ok(())
+        })
+        .expect("passes");
+    assert_eq!(stats.runs(), 30);
+}
+
+/// Tokens parse only in their own spelling (a seed's leading zeros aside): one run, one name.
+#[test]
+fn tokens_parse_only_in_their_own_spelling() {
+    let huge = format!("v1-random-s{}", "f".repeat(64));
+    let huge_k = format!("v1-pct2-k{}-s1", "9".repeat(40));
+    for bad in [
+        "",
+        " ",
+        "v1-",
+        "v0-random-s1",
+        "V1-random-s1",
+        "v1-random-s-1",
+        "v1-random--s1",
+        "v1-random-s١",
+        "v1-random-sé",
+        "v1-random-bé",
+        "v1-random-b1",
+        "v1-random-lé",
+        "v1-pct0-s1",
+        "v1-pct4-k10-s1",
+        "v1-pct-s1",
+        "v1-pct2-k-1-s1",
+        "v1-pct3-s1",
+        huge.as_str(),
+        huge_k.as_str(),
+        "v1-random-s+1",
+        "v1-random-sFF",
+        "v1-random-b+1",
+        "v1-random-l+1.+2",
+        "v1-pct1-k99-s1",
+        "v1-pct2-k0-s1",
+    ] {
+        let err = bad
+            .parse::<Token>()
+            .expect_err(&format!("{bad:?} must not parse"));
+        assert!(err.to_string().starts_with("bad replay token"), "{err}");
+    }
+    let token: Token = "v1-random-sff".parse().unwrap();
+    assert_eq!(token.to_string(), "v1-random-s00000000000000ff");
+}
+
+#[test]
+fn bad_depths_and_tokens_panic_clearly() {
+    let depth = |f: fn()| {
+        let panic = catch_unwind(f).unwrap_err();
+        panic.downcast_ref::<String>().unwrap().clone()
+    };
+    assert!(depth(|| drop(Config::new().scheduler(Scheduler::Pct(0)))).contains("PCT depth 0"));
+    assert!(depth(|| drop(Token::pct(4, 10, Choices::seed(1)))).contains("PCT depth 4"));
+    let garbage = depth(|| drop(sim::replay("v9-nonsense", |_env| async { Ok(()) })));
+    assert!(
+        garbage.starts_with("async_lifecycle::sim::replay: bad replay token"),
+        "{garbage}"
+    );
+}
+
+/// A token from another scenario simply runs (another trace).
+#[test]
+fn a_token_from_another_scenario_runs() {
+    let failure = Config::new()
+        .runs(10)
+        .search(|env| async move {
+            env.spawn("a", async {}).await;
+            Err("always".into())
+        })
+        .expect_err("fails");
+    let run = sim::replay(&failure.token().to_string(), |env| async move {
+        env.sleep(Duration::from_secs(1)).await;
+        Ok(())
+    })
+    .expect("another scenario passes");
+    assert_ne!(run.trace(), failure.trace());
+}
+
+/// A step-limit failure found under `max_steps(50)` replays under the same `Config`, and its
+/// report says so (`sim::replay` runs with the default limit).
+#[test]
+fn a_step_limit_failure_says_how_to_replay_it() {
+    let scenario = |env: Env| async move {
+        for _ in 0..100 {
+            env.yield_now().await;
+        }
+        Ok(())
+    };
+    let config = Config::new().max_steps(50);
+    let failure = config
+        .clone()
+        .runs(1)
+        .search(scenario)
+        .expect_err("step limit");
+    assert_eq!(failure.kind(), &FailureKind::StepLimit { steps: 50 });
+    assert!(
+        failure
+            .to_string()
+            .contains("found under Config::max_steps(50): replay it with the same Config"),
+        "{failure}"
+    );
+    let again = config.run(failure.token(), scenario).expect_err("the same");
+    assert_eq!(again.trace(), failure.trace());
+    sim::replay(&failure.token().to_string(), scenario).expect("the default limit: a pass");
+    // Under the default limit, no such note.
+    let failure = Config::new()
+        .runs(1)
+        .search(|env| async move {
+            loop {
+                env.yield_now().await;
+            }
+        })
+        .expect_err("step limit");
+    assert!(!failure.to_string().contains("found under"), "{failure}");
+}
+
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The scenario returns without awaiting `wait()`: every service future, spawned task and
+/// service factory is dropped by the end of the run.
+#[test]
+fn a_scenario_that_returns_early_drops_everything() {
+    let made = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (m, d) = (made.clone(), dropped.clone());
+    let stats = Config::new()
+        .runs(50)
+        .search(move |env| {
+            let (made, dropped) = (m.clone(), d.clone());
+            async move {
+                let lc = env.lifecycle(|b| b.grace(Duration::from_secs(1)));
+                for name in ["a", "b"] {
+                    made.fetch_add(1, Ordering::Relaxed);
+                    let in_factory = Counted(dropped.clone());
+                    let (made, dropped) = (made.clone(), dropped.clone());
+                    lc.service(name, move |stop| {
+                        let _keep = &in_factory;
+                        made.fetch_add(1, Ordering::Relaxed);
+                        let held = Counted(dropped.clone());
+                        async move {
+                            let _held = held;
+                            stop.await;
+                        }
+                    })?;
+                }
+                made.fetch_add(1, Ordering::Relaxed);
+                let c = Counted(dropped.clone());
+                env.spawn("forever", async move {
+                    let _c = c;
+                    std::future::pending::<()>().await
+                });
+                let _session = lc.session("held")?;
+                env.yield_now().await;
+                Ok(())
+            }
+        })
+        .expect("passes");
+    let (made, dropped) = (
+        made.load(Ordering::Relaxed),
+        dropped.load(Ordering::Relaxed),
+    );
+    assert_eq!(dropped, made, "{dropped} dropped of {made} made: a leak");
+    assert_eq!(stats.runs(), 50);
+}
+
+#[test]
+fn a_nested_search_is_refused_clearly() {
+    let failure = Config::new()
+        .runs(2)
+        .search(|_env| async move {
+            let _ = Config::new().runs(1).search(|_env| async { Ok(()) });
+            Ok(())
+        })
+        .expect_err("refused");
+    assert!(
+        failure
+            .to_string()
+            .contains("a simulated run inside another simulated run"),
+        "{failure}"
+    );
+}
+
+/// A join handle from an earlier run never resolves: a deadlock naming the scenario.
+#[test]
+fn a_join_handle_from_an_earlier_run_is_a_deadlock() {
+    static STALE: Mutex<Option<sim::JoinHandle<u32>>> = Mutex::new(None);
+    let failure = Config::new()
+        .runs(3)
+        .check_determinism(false)
+        .search(|env| async move {
+            let old = STALE
+                .lock()
+                .unwrap()
+                .replace(env.spawn("never finishes", std::future::pending::<u32>()));
+            if let Some(old) = old {
+                old.await;
+            }
+            Ok(())
+        })
+        .expect_err("fails");
+    *STALE.lock().unwrap() = None;
+    assert_eq!(kind(&failure), "deadlock", "{failure}");
+}
+
+#[test]
+fn no_runs_and_a_step_limit_of_zero() {
+    let stats = Config::new()
+        .runs(0)
+        .search(|_env| async { Err("never run".into()) })
+        .expect("nothing run");
+    assert_eq!(stats.runs(), 0);
+    let failure = Config::new()
+        .max_steps(0)
+        .runs(1)
+        .search(|env| async move {
+            env.yield_now().await;
+            Ok(())
+        })
+        .expect_err("step limit");
+    assert_eq!(failure.kind(), &FailureKind::StepLimit { steps: 1 });
+}
+
+/// Inside a tokio runtime (a `#[tokio::test]`) a search refuses to run: tokio's timers and
+/// spawns would go to that runtime, outside the simulation — a `tokio::spawn` passed
+/// silently, a tokio timer read as a deadlock.
+#[test]
+fn a_search_inside_a_tokio_runtime_is_refused() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let refused = |f: &dyn Fn()| {
+        let panic = catch_unwind(AssertUnwindSafe(f)).expect_err("refused");
+        panic.downcast_ref::<String>().unwrap().clone()
+    };
+    let message = refused(&|| {
+        let _ = rt.block_on(async {
+            Config::new().runs(5).search(|_env| async move {
+                drop(tokio::spawn(async {}));
+                Ok(())
+            })
+        });
+    });
+    assert!(
+        message.starts_with("async_lifecycle::sim: Config::search inside a tokio runtime"),
+        "{message}"
+    );
+    assert!(message.contains("plain #[test]"), "{message}");
+    let message = refused(&|| {
+        let _guard = rt.enter();
+        let _ = sim::replay("v1-random-s1", |_env| async { Ok(()) });
+    });
+    assert!(
+        message.contains("Config::run inside a tokio runtime"),
+        "{message}"
+    );
+}
+
+/// `Fault::ClockJump(Duration::MAX)` stops at `Fault::CLOCK_HORIZON`: every timer within it
+/// falls due, the environment task does not overflow, and the run stays deterministic.
+#[test]
+fn a_clock_jump_of_duration_max_is_cut_to_the_longest_jump() {
+    Config::new()
+        .runs(20)
+        .search(|env| async move {
+            let lc = env.lifecycle(|b| b.grace(Duration::from_secs(1)));
+            lc.service("svc", |stop| stop)?;
+            env.fault(Fault::ClockJump(Duration::MAX));
+            env.fault(Fault::Signal);
+            lc.wait().await;
+            Ok(())
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
+    let run = Config::new()
+        .run(&Token::random(Choices::seed(4)), |env| async move {
+            env.fault(Fault::ClockJump(Duration::MAX));
+            env.fault(Fault::ClockJump(Duration::MAX));
+            while env.elapsed() < Fault::CLOCK_HORIZON {
+                env.sleep(Duration::from_secs(3600)).await;
+            }
+            assert_eq!(env.elapsed(), Fault::CLOCK_HORIZON);
+            Ok(())
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(run.elapsed(), Fault::CLOCK_HORIZON, "{run}");
+    // A sleep whose deadline no instant can hold never ends, as in a real process.
+    let failure = Config::new()
+        .runs(1)
+        .search(|env| async move {
+            env.sleep(Duration::MAX).await;
+            Ok(())
+        })
+        .expect_err("a deadlock");
+    assert_eq!(kind(&failure), "deadlock", "{failure}");
+}
+
+#[test]
+fn a_clock_jump_of_a_century_times_everything_out_at_once() {
+    Config::new()
+        .runs(50)
+        .search(|env| async move {
+            let lc = env.lifecycle(|b| b.grace(Duration::from_secs(30)));
+            let clock = lc.clock().clone();
+            lc.service("sleeper", move |stop| async move {
+                let _ = select(
+                    clock.sleep_until(clock.now() + Duration::from_secs(3600)),
+                    stop,
+                )
+                .await;
+            })?;
+            env.fault(Fault::ClockJump(Duration::from_secs(100 * 365 * 86400)));
+            env.fault(Fault::Signal);
+            lc.wait().await;
+            Ok(())
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
+}
+
+#[test]
+fn a_panic_fault_for_an_unknown_service_and_hundreds_of_faults() {
+    let stats = Config::new()
+        .runs(20)
+        .search(|env| async move {
+            let lc = env.lifecycle(|b| b.grace(Duration::from_secs(2)));
+            let e = env.clone();
+            lc.service("db", move |stop| e.panicky("db", stop))?;
+            env.fault(Fault::panic("no such service"));
+            for _ in 0..300 {
+                env.fault(Fault::ClockJump(Duration::from_millis(1)));
+            }
+            env.fault(Fault::Signal);
+            let report = lc.wait().await;
+            if report.exit_code() != 0 {
+                return Err(report.to_string().into());
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(stats.runs(), 20);
+}
+
+/// Stop, then SIGTERM, then force, as `run_until_signal` would take them: the first cause
+/// wins.
+#[test]
+fn stop_then_signal_then_force_keeps_the_first_cause() {
+    let causes = Arc::new(Mutex::new(BTreeSet::new()));
+    let c = causes.clone();
+    Config::new()
+        .runs(100)
+        .search(move |env| {
+            let causes = c.clone();
+            async move {
+                let lc = env.lifecycle(|b| b.grace(Duration::from_secs(100)));
+                lc.service("stubborn", |_stop| std::future::pending::<()>())?;
+                env.fault(Fault::stop("deploy"));
+                env.fault(Fault::Signal);
+                env.fault(Fault::Force);
+                let report = lc.wait().await;
+                causes
+                    .lock()
+                    .unwrap()
+                    .insert(format!("{:?}", report.cause().map(|c| c.to_string())));
+                Ok(())
+            }
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
+    let causes = causes.lock().unwrap();
+    assert!(causes.iter().all(|c| c.contains("deploy")), "{causes:?}");
+}
+
+/// The run ends when the scenario returns: a fault still queued never fires, a task woken at
+/// the same moment never runs.
+#[test]
+fn the_run_ends_when_the_scenario_returns() {
+    let fired = Arc::new(AtomicBool::new(false));
+    let mut faults = 0;
+    for seed in 0..50 {
+        let f = fired.clone();
+        let run = Config::new()
+            .run(&Token::random(Choices::seed(seed)), move |env| {
+                let fired = f.clone();
+                async move {
+                    let lc = env.lifecycle(|b| b);
+                    lc.service("svc", move |stop| async move {
+                        stop.await;
+                        fired.store(true, Ordering::Relaxed);
+                    })?;
+                    env.fault(Fault::Signal);
+                    Ok(())
+                }
+            })
+            .expect("passes");
+        faults += run.faults();
+    }
+    assert_eq!(faults, 0);
+    assert!(!fired.load(Ordering::Relaxed));
+
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    Config::new()
+        .runs(100)
+        .search(move |env| {
+            let ran = r.clone();
+            async move {
+                let slot = Arc::new(Mutex::new(None));
+                let s = slot.clone();
+                env.spawn("late", async move {
+                    Parked(s, false).await;
+                    ran.store(true, Ordering::Relaxed);
+                });
+                env.yield_now().await;
+                env.yield_now().await;
+                if let Some(w) = slot.lock().unwrap().take() {
+                    w.wake();
+                }
+                Ok(())
+            }
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert!(!ran.load(Ordering::Relaxed));
+}
+
+/// A lifecycle nested with `Env::nest` is reported: a deadlock names its stuck service (and
+/// the sessions it holds), with their ages.
+#[test]
+fn a_deadlock_names_a_nested_lifecycle_s_services() {
+    let failure = Config::new()
+        .runs(5)
+        .search(|env| async move {
+            let lc = env.lifecycle(|b| b.grace(Duration::MAX));
+            env.sleep(Duration::from_secs(1)).await;
+            let inner = env.nest(&lc, "workers", ServiceOptions::default(), |b| b)?;
+            let outer_session = lc.session("request")?;
+            env.sleep(Duration::from_secs(1)).await;
+            let child = outer_session.child("sub-request")?;
+            inner.service("inner-stuck", move |_stop| async move {
+                let _held = (outer_session, child);
+                std::future::pending::<()>().await;
+            })?;
+            env.sleep(Duration::from_secs(1)).await;
+            env.fault(Fault::Signal);
+            lc.wait().await;
+            Ok(())
+        })
+        .expect_err("a deadlock");
+    let FailureKind::Deadlock(deadlock) = failure.kind() else {
+        panic!("not a deadlock: {failure}");
+    };
+    let services: Vec<_> = deadlock.services.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(services.contains(&"workers"), "{failure}");
+    assert!(services.contains(&"inner-stuck"), "{failure}");
+    assert_eq!(
+        deadlock.sessions,
+        [
+            ("request".to_owned(), Duration::from_secs(2)),
+            ("sub-request".to_owned(), Duration::from_secs(1)),
+        ],
+        "{failure}"
+    );
+}
+
+/// Past `Snapshot::OLDEST` live sessions, the report says how many more there were.
+#[test]
+fn a_deadlock_counts_the_sessions_it_does_not_name() {
+    let failure = Config::new()
+        .runs(2)
+        .search(|env| async move {
+            let lc = env.lifecycle(|b| b.grace(Duration::MAX));
+            let mut sessions: Vec<_> = (0..15)
+                .map(|i| lc.session(format!("s{i}")).unwrap())
+                .collect();
+            sessions.push(lc.unnamed_session()?);
+            lc.service("stuck", move |_stop| async move {
+                let _s = sessions;
+                std::future::pending::<()>().await;
+            })?;
+            env.fault(Fault::Signal);
+            lc.wait().await;
+            Ok(())
+        })
+        .expect_err("a deadlock");
+    let FailureKind::Deadlock(deadlock) = failure.kind() else {
+        panic!("{failure}")
+    };
+    assert_eq!(deadlock.sessions.len(), Snapshot::OLDEST);
+    assert_eq!(deadlock.more_sessions, 6);
+    let text = failure.to_string();
+    assert!(text.contains("and 6 more (unnamed, or younger)"), "{text}");
+}
+
+#[test]
+fn a_deadlock_on_a_join_handle_names_both_tasks_with_the_right_ages() {
+    let failure = Config::new()
+        .runs(5)
+        .search(|env| async move {
+            let lc = env.lifecycle(|b| b.grace(Duration::MAX));
+            env.sleep(Duration::from_secs(2)).await;
+            let late = lc.session("late")?;
+            let inner = env.spawn("inner", std::future::pending::<()>());
+            let outer = env.spawn("outer", async move {
+                let _late = late;
+                inner.await
+            });
+            env.sleep(Duration::from_secs(3)).await;
+            outer.await;
+            Ok(())
+        })
+        .expect_err("a deadlock");
+    let FailureKind::Deadlock(deadlock) = failure.kind() else {
+        panic!("{failure}")
+    };
+    assert_eq!(deadlock.elapsed, Duration::from_secs(5));
+    assert_eq!(
+        deadlock.sessions,
+        [("late".to_owned(), Duration::from_secs(3))]
+    );
+    let tasks = deadlock.tasks.join(",");
+    assert!(
+        tasks.contains("inner #") && tasks.contains("outer #") && tasks.contains("scenario #"),
+        "{tasks}"
+    );
+}
+
+/// Portfolio: run i uses Random, PCT 1, PCT 2, PCT 3 by i mod 4.
+#[test]
+fn the_portfolio_cycles_its_schedulers() {
+    for target in 1..=6u64 {
+        let calls = Arc::new(AtomicU64::new(0));
+        let failure = Config::new()
+            .runs(10)
+            .search(move |_env| {
+                let calls = calls.clone();
+                async move {
+                    // run 0 is made twice (the determinism check); run i >= 1 is call i + 1
+                    if calls.fetch_add(1, Ordering::Relaxed) > target {
+                        return Err("now".into());
+                    }
+                    Ok(())
+                }
+            })
+            .expect_err("fails");
+        assert_eq!(failure.run_index(), Some(target));
+        let expected = match target % 4 {
+            0 => Scheduler::Random,
+            d => Scheduler::Pct(d as u8),
+        };
+        assert_eq!(failure.token().scheduler(), expected, "run {target}");
+    }
+}
+
+/// A depth-1 ordering bug: it shows if task `p` runs its steps (a producer yielding after
+/// each) before `q` takes its second. PCT 1 finds it whenever `p` outranks `q`. With 32
+/// yields in a row a task used to be put below every other task for good, which made 40
+/// steps unreachable to every scheduler; now only 1,000 yielding steps in a row interrupt a
+/// task, for one step of another.
+async fn producer_yields(env: Env, yields: usize) -> Outcome {
+    let flag = Arc::new(AtomicBool::new(false));
+    let saw = Arc::new(AtomicBool::new(false));
+    let (f, s) = (flag.clone(), saw.clone());
+    let p = env.spawn("producer", async move {
+        for _ in 0..yields {
+            sim::yield_now().await;
+        }
+        f.store(true, Ordering::Relaxed);
+    });
+    let q = env.spawn("consumer", async move {
+        sim::yield_now().await;
+        s.store(flag.load(Ordering::Relaxed), Ordering::Relaxed);
+    });
+    p.await;
+    q.await;
+    if saw.load(Ordering::Relaxed) {
+        return Err("the consumer saw the producer's flag".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn pct_one_finds_a_depth_one_bug_behind_a_long_yielding_streak() {
+    // (At 1,500 the producer is interrupted once, for one step of the consumer, which
+    // needs two.)
+    for yields in [20, 40, 900, 1500] {
+        let failure = Config::new()
+            .runs(200)
+            .scheduler(Scheduler::Pct(1))
+            .search(move |env| producer_yields(env, yields))
+            .expect_err("found");
+        assert!(failure.run_index().unwrap() < 20, "{yields}: {failure}");
+    }
+}
+
+#[test]
+fn a_hundred_thousand_steps_and_a_huge_sleep_take_little_real_time() {
+    let began = Instant::now();
+    let run = Config::new()
+        .max_steps(200_000)
+        .run(&Token::random(Choices::seed(3)), |env| async move {
+            for _ in 0..100_000 {
+                env.yield_now().await;
+            }
+            env.sleep(Duration::from_secs(1 << 40)).await;
+            Ok(())
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert!(run.steps() > 100_000);
+    // A bound on failure (a debug build, twice with the determinism check).
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+#[test]
+fn choose_of_zero_and_one_is_zero() {
+    Config::new()
+        .runs(5)
+        .search(|env| async move {
+            assert_eq!(env.choose(0), 0);
+            assert_eq!(env.choose(1), 0);
+            Ok(())
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
 }

@@ -6,10 +6,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::executor::{Core, JoinHandle, JoinSlot, State, spawner};
-use crate::{Builder, Clock, Lifecycle, ManualClock, Sleep, StopCause};
+use crate::{
+    Builder, Clock, Lifecycle, ManualClock, ServiceError, ServiceOptions, Sleep, StopCause,
+};
 
 /// A fault the environment injects into a run, at a moment the scheduler chooses.
 ///
@@ -39,11 +41,20 @@ pub enum Fault {
     /// (it is woken for it); armed now if it has not started yet.
     Panic(Cow<'static, str>),
     /// The clock moves forward by this much at once, waking every sleep that falls due (a
-    /// stalled process, a suspended VM).
+    /// stalled process, a suspended VM). A jump never takes the clock past
+    /// [`Fault::CLOCK_HORIZON`] after the run's start: it stops there, so
+    /// `ClockJump(Duration::MAX)` means "every timer within two centuries falls due", lands
+    /// on the same simulated instant in every run, and leaves room for the deadlines
+    /// computed after it.
     ClockJump(Duration),
 }
 
 impl Fault {
+    /// How far past the run's start a [`Fault::ClockJump`] may take the simulated clock: 200
+    /// years of 365 days. (A sleep may be set later; the clock still jumps to it when
+    /// nothing else can run.)
+    pub const CLOCK_HORIZON: Duration = Duration::from_secs(200 * 365 * 86_400);
+
     /// A [`Fault::Stop`] requested with `reason` ([`StopCause::Requested`]).
     pub fn stop(reason: impl Into<Cow<'static, str>>) -> Self {
         Fault::Stop(StopCause::Requested(reason.into()))
@@ -76,6 +87,9 @@ pub(crate) struct PendingFault {
 /// spawner, spawns tasks, sleeps, queues faults and draws choices. Cheap to clone.
 ///
 /// Everything it makes belongs to the current run: every task is dropped when the run ends.
+/// Kept past its run (in a global, or a variable the scenario closure fills), it is refused:
+/// used in a later run, that run fails as [out of reach](super#out-of-reach); used outside
+/// any run, it panics.
 #[derive(Clone)]
 pub struct Env {
     pub(crate) core: Arc<Core>,
@@ -95,61 +109,110 @@ impl Env {
     /// [`Builder::on_event`] hook replaces the trace's (the run stays deterministic, its hash
     /// covers less).
     pub fn lifecycle(&self, configure: impl FnOnce(Builder) -> Builder) -> Lifecycle {
-        let weak = Arc::downgrade(&self.core);
-        let builder = self.builder().on_event(move |event| {
-            if let Some(core) = weak.upgrade() {
-                core.state().trace.event(&event.to_string());
-            }
-        });
-        let lifecycle = configure(builder).build();
+        let lifecycle = configure(self.traced_builder("Env::lifecycle")).build();
         self.watch(&lifecycle);
         lifecycle
     }
 
+    /// [`lifecycle.nest(name, options, builder)`](Lifecycle::nest) with a builder on the
+    /// run's clock and spawner, configured by `configure`, whose events go into the run's
+    /// trace. The nested lifecycle is reported, not targeted: a deadlock report names its
+    /// live services and sessions and the trace ends with its snapshot, but faults go to the
+    /// watched lifecycles only (its parent stops it, as in production). A lifecycle nested
+    /// with `lc.nest(.., env.builder())` runs the same but is not reported (a spawner or
+    /// builder cannot tell the simulator it was built).
+    ///
+    /// # Errors
+    ///
+    /// As [`Lifecycle::nest`].
+    pub fn nest(
+        &self,
+        lifecycle: &Lifecycle,
+        name: impl Into<Cow<'static, str>>,
+        options: ServiceOptions,
+        configure: impl FnOnce(Builder) -> Builder,
+    ) -> Result<Lifecycle, ServiceError> {
+        let builder = configure(self.traced_builder("Env::nest"));
+        let nested = lifecycle.nest(name, options, builder)?;
+        self.core.state().reported.push(nested.clone());
+        Ok(nested)
+    }
+
+    /// A builder whose events go into the run's trace.
+    fn traced_builder(&self, what: &str) -> Builder {
+        let weak = Arc::downgrade(self.live(what));
+        self.builder().on_event(move |event| {
+            if let Some(core) = weak.upgrade() {
+                core.state().trace.event(&event.to_string());
+            }
+        })
+    }
+
+    /// The run, refused once it has ended (a stale `Env`, kept past its run): see
+    /// [`Core::check_live`].
+    fn live(&self, what: &str) -> &Arc<Core> {
+        self.core.check_live(&format!("an `Env` (`{what}`)"));
+        &self.core
+    }
+
     /// A lifecycle builder on the run's simulated clock and spawner, seeded from the run's
-    /// choices, not watched by the environment (see [`lifecycle`](Self::lifecycle)).
+    /// choices, not watched by the environment (see [`lifecycle`](Self::lifecycle)). To nest a
+    /// lifecycle that deadlock reports name, use [`nest`](Self::nest).
     pub fn builder(&self) -> Builder {
-        let seed = self.core.state().source.next_u64();
+        let core = self.live("Env::builder");
+        let seed = core.state().source.next_u64();
         Lifecycle::builder()
-            .clock(self.core.clock.clone())
-            .spawner(spawner(Arc::downgrade(&self.core)))
+            .clock(core.clock.clone())
+            .spawner(spawner(Arc::downgrade(core), core.id))
             .seed(seed)
     }
 
     /// Makes the environment watch `lifecycle` (built with [`builder`](Self::builder)): as
     /// for [`lifecycle`](Self::lifecycle), without the event trace.
     pub fn watch(&self, lifecycle: &Lifecycle) {
-        self.core.state().lifecycles.push(lifecycle.clone());
+        self.live("Env::watch")
+            .state()
+            .lifecycles
+            .push(lifecycle.clone());
     }
 
     /// The run's simulated clock: it moves only when nothing can run (to the next deadline)
     /// or when a [`Fault::ClockJump`] fires.
     pub fn clock(&self) -> ManualClock {
-        self.core.clock.clone()
+        self.live("Env::clock").clock.clone()
     }
 
     /// Simulated time since the run began.
     pub fn elapsed(&self) -> Duration {
-        self.core.elapsed()
+        self.live("Env::elapsed").elapsed()
     }
 
-    /// Sleeps `duration` on the simulated clock.
+    /// Sleeps `duration` on the simulated clock. A sleep whose deadline no [`Instant`] can
+    /// hold (`Duration::MAX`) never ends, as it would not in a real process.
     pub fn sleep(&self, duration: Duration) -> Sleep {
-        let clock = &self.core.clock;
-        clock.sleep_until(clock.now() + duration)
+        let clock = &self.live("Env::sleep").clock;
+        match clock.now().checked_add(duration) {
+            Some(deadline) => clock.sleep_until(deadline),
+            None => Box::pin(std::future::pending()),
+        }
     }
 
     /// Spawns `future` as a task of the run, named `name` in reports.
     ///
+    /// Spawned while the run ends (by a drop during its cleanup), the future is dropped and
+    /// the handle never resolves.
+    ///
     /// # Panics
     ///
     /// When called from a thread other than the run's (the spawn is also reported as out of
-    /// reach).
+    /// reach), or with an `Env` whose run has ended (in a later run, that run is also
+    /// reported as out of reach).
     pub fn spawn<F>(&self, name: impl Into<String>, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        let core = self.live("Env::spawn");
         let slot = Arc::new(Mutex::new(JoinSlot {
             value: None,
             done: false,
@@ -168,9 +231,9 @@ impl Env {
                 waker.wake();
             }
         };
-        let spawned = self.core.spawn(name.into(), task);
+        let spawned = core.spawn(name.into(), task).is_some();
         assert!(
-            spawned.is_some(),
+            spawned || core.is_ended() || std::thread::panicking(),
             "async_lifecycle::sim: Env::spawn from another thread than the run's"
         );
         JoinHandle { slot }
@@ -185,7 +248,7 @@ impl Env {
     /// Queues `fault` for the environment task, after those already queued; see [`Fault`].
     pub fn fault(&self, fault: Fault) {
         let waker = {
-            let mut state = self.core.state();
+            let mut state = self.live("Env::fault").state();
             state.faults.push_back(PendingFault { fault });
             state.env_waker.take()
         };
@@ -200,7 +263,7 @@ impl Env {
     pub fn panicky<F: Future>(&self, service: impl Into<String>, future: F) -> Panicky<F> {
         Panicky {
             name: service.into(),
-            core: Arc::downgrade(&self.core),
+            core: Arc::downgrade(self.live("Env::panicky")),
             future: Box::pin(future),
         }
     }
@@ -208,7 +271,7 @@ impl Env {
     /// A choice in `0..n` from the run's choices (0 when `n <= 1`): for a scenario that varies
     /// its own shape (how many jobs, which client disconnects) in a replayable way.
     pub fn choose(&self, n: usize) -> usize {
-        self.core.state().source.choose(n)
+        self.live("Env::choose").state().source.choose(n)
     }
 
     /// The environment task: fires the queued faults, one at a time, when its choices say.
@@ -223,9 +286,35 @@ impl Env {
 impl fmt::Debug for Env {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Env")
-            .field("elapsed", &self.elapsed())
+            .field("elapsed", &self.core.elapsed())
+            .field("ended", &self.core.is_ended())
             .finish_non_exhaustive()
     }
+}
+
+/// `by` after the clock's now, or the furthest instant the platform can represent.
+pub(crate) fn later(clock: &ManualClock, by: Duration) -> Instant {
+    let now = clock.now();
+    if let Some(at) = now.checked_add(by) {
+        return at;
+    }
+    // The largest representable step, by bisection on nanoseconds (about 100 rounds).
+    let (mut fits, mut overflows) = (0u128, by.as_nanos());
+    let duration = |nanos: u128| {
+        Duration::new(
+            u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX),
+            (nanos % 1_000_000_000) as u32,
+        )
+    };
+    while overflows - fits > 1 {
+        let mid = fits + (overflows - fits) / 2;
+        if now.checked_add(duration(mid)).is_some() {
+            fits = mid;
+        } else {
+            overflows = mid;
+        }
+    }
+    now + duration(fits)
 }
 
 pub(crate) fn yield_now() -> YieldNow {
@@ -361,7 +450,7 @@ impl Future for EnvTask {
                     let millis = 1 + state.source.choose(1 << bits) as u64;
                     drop(state);
                     let clock = &this.core.clock;
-                    let sleep = clock.sleep_until(clock.now() + Duration::from_millis(millis));
+                    let sleep = clock.sleep_until(later(clock, Duration::from_millis(millis)));
                     this.mode = Mode::Sleeping { sleep, fire: true };
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
@@ -446,12 +535,23 @@ impl Future for EnvTask {
                 }
             }
             Fault::ClockJump(by) => {
+                let clock = &this.core.clock;
+                let start = this.core.start;
+                // Within the horizon (the same instant in every run); past it only on a
+                // platform whose `Instant` cannot hold the horizon.
+                let now = clock.now();
+                let to = match start.checked_add(Fault::CLOCK_HORIZON) {
+                    Some(horizon) => now.checked_add(by).unwrap_or(horizon).min(horizon),
+                    None => later(clock, by),
+                }
+                .max(now);
                 let mut state = this.core.state();
                 state.jumps += 1;
-                let to = this.core.elapsed() + by;
-                state.trace.jump(to);
+                state
+                    .trace
+                    .jump(to.saturating_duration_since(this.core.start));
                 drop(state);
-                this.core.clock.advance(by);
+                clock.advance_to(to);
             }
         }
         drop(targets);

@@ -6,7 +6,8 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -16,8 +17,8 @@ use super::choice::Source;
 use super::env::PendingFault;
 use super::reach;
 use super::report::{Deadlock, FailureKind, Trace};
-use super::sched::Picker;
-use super::{Outcome, Token};
+use super::sched::{Picker, Ready};
+use super::{FOREIGN_WAKE_WAIT, Outcome, Token};
 use crate::{Clock, Lifecycle, ManualClock};
 
 /// A task's number in its run, in spawn order: the environment is 0.
@@ -30,24 +31,108 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl Ready for Runnable<TaskId> {
+    fn task(&self) -> TaskId {
+        *self.metadata()
+    }
+}
+
 /// Where wakers put the tasks they wake, from any thread.
 #[derive(Default)]
 struct Inbox {
     woken: Vec<Runnable<TaskId>>,
     /// The first wake or spawn that came from another thread: out of reach.
-    foreign: Option<String>,
+    foreign: Option<Foreign>,
+}
+
+/// The inbox, and the condition a run that looks deadlocked waits on for a wake from another
+/// thread.
+#[derive(Default)]
+struct Mailbox {
+    inbox: Mutex<Inbox>,
+    foreign: Condvar,
+}
+
+impl Mailbox {
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        lock(&self.inbox)
+    }
+
+    /// Records the first thing that came from another thread, and wakes a run waiting for it.
+    fn foreign(&self, inbox: &mut Inbox, foreign: impl FnOnce() -> Foreign) {
+        if inbox.foreign.is_none() {
+            inbox.foreign = Some(foreign());
+            self.foreign.notify_all();
+        }
+    }
+}
+
+/// Something that came from another thread than the run's.
+enum Foreign {
+    Woken { task: TaskId, thread: String },
+    Spawned { name: String, thread: String },
+}
+
+/// Panics raised while a task's future was being dropped, by task.
+type DropPanics = Arc<Mutex<Vec<(TaskId, String)>>>;
+
+/// What the executor runs for each task: the task's future, dropped by the wrapper itself
+/// under `catch_unwind`. async-task drops a future it no longer polls (a cancelled task at
+/// the run's end, a runnable never run) inside `abort_on_panic`, so a future that panics in
+/// its `Drop` (a guard asserting that its job finished) would abort the whole process; here
+/// the panic is caught and recorded, and the run reports it.
+struct Guarded<F> {
+    future: Option<Pin<Box<F>>>,
+    task: TaskId,
+    panics: DropPanics,
+}
+
+impl<F: Future<Output = ()>> Future for Guarded<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Ready(());
+        };
+        if future.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // Dropped inside the poll: a panic in a drop at the end is the task's own panic.
+        self.future = None;
+        Poll::Ready(())
+    }
+}
+
+impl<F> Drop for Guarded<F> {
+    fn drop(&mut self) {
+        let Some(future) = self.future.take() else {
+            return;
+        };
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(future))) {
+            let mut message = crate::service::panic_text(&*payload);
+            if let Some((_, location)) = reach::take_panic().filter(|(_, l)| !l.is_empty()) {
+                message = format!("{message} (at {location})");
+            }
+            lock(&self.panics).push((self.task, message));
+        }
+    }
 }
 
 /// One run: shared by its tasks (through `Env`), its lifecycles' spawners (weakly) and the
 /// loop that drives it.
 pub(crate) struct Core {
-    id: u64,
-    inbox: Arc<Mutex<Inbox>>,
+    pub(crate) id: u64,
+    mailbox: Arc<Mailbox>,
     pub(crate) state: Mutex<State>,
     pub(crate) clock: ManualClock,
     pub(crate) start: Instant,
     /// The scenario's output, once it returned.
     output: Mutex<Option<Outcome>>,
+    /// Set when the run ended (before its cleanup): nothing more is spawned on it, and an
+    /// `Env` of it used in a later run is refused.
+    ended: AtomicBool,
+    /// Panics raised by futures being dropped (at the run's end, mostly).
+    drop_panics: DropPanics,
 }
 
 /// Everything the run's tasks and the loop share on the run's thread.
@@ -66,6 +151,9 @@ pub(crate) struct State {
     pub(crate) alarm: Option<(u64, Waker)>,
     /// The lifecycles the environment targets and the deadlock report names.
     pub(crate) lifecycles: Vec<Lifecycle>,
+    /// Lifecycles only reported (a deadlock names them, the trace ends with their
+    /// snapshots), not targeted by faults: nested ones (`Env::nest`).
+    pub(crate) reported: Vec<Lifecycle>,
     /// The environment's faults, in the order they fire.
     pub(crate) faults: VecDeque<PendingFault>,
     pub(crate) env_waker: Option<Waker>,
@@ -89,7 +177,7 @@ impl Core {
         let clock = ManualClock::new();
         Arc::new(Core {
             id,
-            inbox: Arc::default(),
+            mailbox: Arc::default(),
             state: Mutex::new(State {
                 source,
                 picker,
@@ -100,6 +188,7 @@ impl Core {
                 steps: 0,
                 alarm: None,
                 lifecycles: Vec::new(),
+                reported: Vec::new(),
                 faults: VecDeque::new(),
                 env_waker: None,
                 signals: 0,
@@ -110,6 +199,8 @@ impl Core {
             start: clock.now(),
             clock,
             output: Mutex::new(None),
+            ended: AtomicBool::new(false),
+            drop_panics: Arc::default(),
         })
     }
 
@@ -127,40 +218,66 @@ impl Core {
         reach::current_run() == self.id
     }
 
+    /// Whether the run has ended (its cleanup begun, or done).
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Marks the run ended: from now on spawns are dropped, and its `Env` is stale for any
+    /// other run.
+    pub(crate) fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+    }
+
+    /// Refuses the use of a handle on this run (`what`) once it has ended, unless by its own
+    /// cleanup: in a later run that run fails as out of reach, outside any run it panics.
+    pub(crate) fn check_live(&self, what: &str) {
+        if self.is_ended() && !self.on_run_thread() {
+            reach::stale(what);
+        }
+    }
+
     /// Spawns `future` as a task of this run, scheduled at once; `None` from another thread
-    /// (out of reach: recorded, and the future dropped).
+    /// (out of reach: recorded, and the future dropped) or once the run has ended (dropped).
     pub(crate) fn spawn<F>(&self, name: String, future: F) -> Option<TaskId>
     where
         F: Future<Output = ()> + Send + 'static,
     {
         if !self.on_run_thread() {
-            let mut inbox = lock(&self.inbox);
-            inbox.foreign.get_or_insert_with(|| {
-                format!(
-                    "task `{name}` was spawned from another thread ({}): a spawn from another \
-                     executor or a real thread inside a simulated run",
-                    thread_name()
-                )
-            });
+            if !self.is_ended() {
+                let mut inbox = self.mailbox.inbox();
+                self.mailbox.foreign(&mut inbox, || Foreign::Spawned {
+                    name,
+                    thread: thread_name(),
+                });
+            }
             // Not run: dropped here, on the thread that made it.
+            return None;
+        }
+        if self.is_ended() {
+            // Spawned by a drop during the run's own cleanup: nothing runs any more.
             return None;
         }
         let mut state = self.state();
         let id = TaskId(state.tasks.len());
-        let inbox = Arc::clone(&self.inbox);
+        let mailbox = Arc::clone(&self.mailbox);
         let run = self.id;
         let schedule = move |runnable: Runnable<TaskId>| {
             let foreign = reach::current_run() != run;
-            let mut inbox = lock(&inbox);
-            if foreign && inbox.foreign.is_none() {
-                inbox.foreign = Some(format!(
-                    "task #{} was woken from another thread ({}): a real timer, socket or \
-                     another executor inside a simulated run",
-                    runnable.metadata().0,
-                    thread_name()
-                ));
+            let mut inbox = mailbox.inbox();
+            if foreign {
+                let task = *runnable.metadata();
+                mailbox.foreign(&mut inbox, || Foreign::Woken {
+                    task,
+                    thread: thread_name(),
+                });
             }
             inbox.woken.push(runnable);
+        };
+        let future = Guarded {
+            future: Some(Box::pin(future)),
+            task: id,
+            panics: Arc::clone(&self.drop_panics),
         };
         let (runnable, handle) = async_task::Builder::new()
             .metadata(id)
@@ -192,13 +309,13 @@ impl Core {
     /// Runs until the scenario (task `scenario`) returns or the run fails.
     pub(crate) fn drive(self: &Arc<Self>, scenario: TaskId, max_steps: u64) -> Drive {
         let mut ready: Vec<Runnable<TaskId>> = Vec::new();
-        let mut ids: Vec<TaskId> = Vec::new();
         let mut steps = 0;
         let result = loop {
             {
-                let mut inbox = lock(&self.inbox);
-                if let Some(message) = inbox.foreign.take() {
-                    break Err(FailureKind::OutOfReach(message));
+                let mut inbox = self.mailbox.inbox();
+                if let Some(foreign) = inbox.foreign.take() {
+                    drop(inbox);
+                    break Err(FailureKind::OutOfReach(self.foreign_message(foreign)));
                 }
                 ready.append(&mut inbox.woken);
             }
@@ -229,19 +346,28 @@ impl Core {
                     self.clock.advance_to(deadline);
                     continue;
                 }
+                // Nothing in the simulation can move. A real timer, a real socket or
+                // another executor may still wake a task from another thread: give it a
+                // moment (real time, spent only on a run that is failing anyway).
+                if let Some(foreign) = self.await_foreign() {
+                    break Err(FailureKind::OutOfReach(self.foreign_message(foreign)));
+                }
                 break Err(FailureKind::Deadlock(self.deadlock()));
             }
             if steps >= max_steps {
                 break Err(FailureKind::StepLimit { steps });
             }
             steps += 1;
-            ids.clear();
-            ids.extend(ready.iter().map(|r| *r.metadata()));
             let (pick, alarm) = {
                 let mut state = self.state();
-                let State { picker, source, .. } = &mut *state;
-                let pick = picker.pick(&ids, steps, source);
-                state.trace.step(ids[pick]);
+                let State {
+                    picker,
+                    source,
+                    trace,
+                    ..
+                } = &mut *state;
+                let pick = picker.pick(&ready, steps, source);
+                trace.step(ready[pick].task());
                 state.steps = steps;
                 let due = state.alarm.as_ref().is_some_and(|(at, _)| *at <= steps);
                 (pick, if due { state.alarm.take() } else { None })
@@ -251,23 +377,58 @@ impl Core {
                 waker.wake();
             }
             let runnable = ready.swap_remove(pick);
-            let id = ids[pick];
+            let id = runnable.task();
             match catch_unwind(AssertUnwindSafe(|| runnable.run())) {
                 // `true`: it woke itself while it ran, it yielded.
                 Ok(yielded) => self.state().picker.ran(id, yielded),
-                Err(payload) => break Err(self.classify(id, scenario, &*payload)),
+                Err(payload) => {
+                    let culprit = if id == scenario {
+                        Culprit::Scenario
+                    } else {
+                        Culprit::Task(id)
+                    };
+                    break Err(self.classify(culprit, &*payload));
+                }
             }
         };
         // Not run again: dropped with the rest at the cleanup.
-        lock(&self.inbox).woken.append(&mut ready);
+        self.mailbox.inbox().woken.append(&mut ready);
         Drive { result, steps }
     }
 
-    /// What a panic that escaped task `id` means.
-    fn classify(
+    /// Waits, up to [`FOREIGN_WAKE_WAIT`] of real time, for a wake or spawn from another
+    /// thread.
+    fn await_foreign(&self) -> Option<Foreign> {
+        let inbox = self.mailbox.inbox();
+        let (mut inbox, _) = self
+            .mailbox
+            .foreign
+            .wait_timeout_while(inbox, FOREIGN_WAKE_WAIT, |inbox| inbox.foreign.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        inbox.foreign.take()
+    }
+
+    /// What a wake or spawn from another thread is, for the out-of-reach report.
+    fn foreign_message(&self, foreign: Foreign) -> String {
+        match foreign {
+            Foreign::Woken { task, thread } => format!(
+                "task `{}` was woken from another thread ({thread}): a real timer, a real \
+                 socket or another executor inside a simulated run. Sleep on the simulated \
+                 clock (`Env::sleep`, or the lifecycle's clock), connect simulated tasks with \
+                 channels, and spawn with `Env::spawn`",
+                self.task_name(task)
+            ),
+            Foreign::Spawned { name, thread } => format!(
+                "task `{name}` was spawned from another thread ({thread}): a spawn from \
+                 another executor or a real thread inside a simulated run"
+            ),
+        }
+    }
+
+    /// What a panic that escaped `culprit` means.
+    pub(crate) fn classify(
         &self,
-        id: TaskId,
-        scenario: TaskId,
+        culprit: Culprit,
         payload: &(dyn std::any::Any + Send),
     ) -> FailureKind {
         if let Some(message) = reach::take_violation() {
@@ -284,13 +445,15 @@ impl Core {
             Some(location) => format!("{message} (at {location})"),
             None => message,
         };
-        if id == scenario {
-            FailureKind::Check(format!("the scenario panicked: {message}"))
-        } else {
-            FailureKind::Panic {
+        match culprit {
+            Culprit::Closure => FailureKind::Check(format!(
+                "the scenario panicked before its first await: {message}"
+            )),
+            Culprit::Scenario => FailureKind::Check(format!("the scenario panicked: {message}")),
+            Culprit::Task(id) => FailureKind::Panic {
                 task: self.task_name(id),
                 message,
-            }
+            },
         }
     }
 
@@ -307,10 +470,17 @@ impl Core {
                 })
                 .map(|(i, task)| format!("{} #{i}", task.name))
                 .collect();
-            (state.lifecycles.clone(), waiting)
+            let lifecycles: Vec<Lifecycle> = state
+                .lifecycles
+                .iter()
+                .chain(&state.reported)
+                .cloned()
+                .collect();
+            (lifecycles, waiting)
         };
         let mut services = Vec::new();
         let mut sessions = Vec::new();
+        let mut more_sessions = 0;
         for lc in &lifecycles {
             let snapshot = lc.snapshot();
             services.extend(
@@ -320,24 +490,30 @@ impl Core {
                     .filter(|s| s.is_running())
                     .map(|s| (s.name().to_owned(), s.uptime())),
             );
-            sessions.extend(
-                snapshot
-                    .oldest_sessions()
-                    .iter()
-                    .map(|s| (s.name().to_owned(), s.age())),
-            );
+            let named = snapshot.oldest_sessions();
+            sessions.extend(named.iter().map(|s| (s.name().to_owned(), s.age())));
+            more_sessions += snapshot.live_sessions().saturating_sub(named.len() as u64);
         }
         Deadlock {
             elapsed: self.elapsed(),
             tasks: waiting,
             services,
             sessions,
+            more_sessions,
         }
     }
 
-    /// The snapshots of the watched lifecycles, for the trace's end.
+    /// The snapshots of the watched and reported lifecycles, for the trace's end.
     pub(crate) fn final_snapshots(&self) -> Vec<String> {
-        let lifecycles = self.state().lifecycles.clone();
+        let lifecycles: Vec<Lifecycle> = {
+            let state = self.state();
+            state
+                .lifecycles
+                .iter()
+                .chain(&state.reported)
+                .cloned()
+                .collect()
+        };
         lifecycles
             .iter()
             .map(|lc| lc.snapshot().to_string())
@@ -345,8 +521,10 @@ impl Core {
     }
 
     /// Cancels every task and drops every future, so nothing of the run outlives it (its
-    /// lifecycles, which the environment holds, included). Called on the run's thread.
-    pub(crate) fn cleanup(&self) {
+    /// lifecycles, which the environment holds, included). Called on the run's thread, after
+    /// [`end`](Self::end). Returns the panics raised by futures as they were dropped: the
+    /// task's name and the panic's message.
+    pub(crate) fn cleanup(&self) -> Vec<(String, String)> {
         let (handles, lifecycles, faults, idle, env_waker, panics, alarm) = {
             let mut state = self.state();
             let handles: Vec<_> = state
@@ -354,9 +532,11 @@ impl Core {
                 .iter_mut()
                 .filter_map(|t| t.handle.take())
                 .collect();
+            let mut lifecycles = std::mem::take(&mut state.lifecycles);
+            lifecycles.append(&mut state.reported);
             (
                 handles,
-                std::mem::take(&mut state.lifecycles),
+                lifecycles,
                 std::mem::take(&mut state.faults),
                 std::mem::take(&mut state.idle),
                 state.env_waker.take(),
@@ -365,7 +545,8 @@ impl Core {
             )
         };
         // Each of these may run arbitrary drop code (a service's, a session's): outside the
-        // lock, and a panic in one does not keep the others from being dropped.
+        // lock, and a panic in one does not keep the others from being dropped. (A task's
+        // future is dropped by its `Guarded` wrapper, which catches and records a panic.)
         let quietly = |f: &mut dyn FnMut()| {
             let _ = catch_unwind(AssertUnwindSafe(f));
         };
@@ -377,7 +558,7 @@ impl Core {
         let mut rest = Some((faults, idle, env_waker, panics, alarm));
         quietly(&mut || drop(rest.take()));
         loop {
-            let woken = std::mem::take(&mut lock(&self.inbox).woken);
+            let woken = std::mem::take(&mut self.mailbox.inbox().woken);
             if woken.is_empty() {
                 break;
             }
@@ -394,12 +575,17 @@ impl Core {
         // Last: the lifecycles' own drop (a stop for handles dropped) wakes nothing left.
         let mut lifecycles = Some(lifecycles);
         quietly(&mut || drop(lifecycles.take()));
-        let woken = std::mem::take(&mut lock(&self.inbox).woken);
+        let woken = std::mem::take(&mut self.mailbox.inbox().woken);
         let mut woken = Some(woken);
         quietly(&mut || drop(woken.take()));
-        lock(&self.inbox).foreign = None;
+        self.mailbox.inbox().foreign = None;
         reach::take_violation();
         reach::take_panic();
+        let panics = std::mem::take(&mut *lock(&self.drop_panics));
+        panics
+            .into_iter()
+            .map(|(task, message)| (self.task_name(task), message))
+            .collect()
     }
 }
 
@@ -410,6 +596,17 @@ impl fmt::Debug for Core {
             .field("elapsed", &self.elapsed())
             .finish_non_exhaustive()
     }
+}
+
+/// Who raised a panic that reached the executor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Culprit {
+    /// The scenario closure, before it returned its future.
+    Closure,
+    /// The scenario's task.
+    Scenario,
+    /// Another task.
+    Task(TaskId),
 }
 
 /// How `drive` ended.
@@ -487,14 +684,24 @@ impl<T> fmt::Debug for JoinHandle<T> {
     }
 }
 
-/// The spawner a simulated lifecycle runs its services with: each is a task of the run.
-/// Holds the run weakly: a lifecycle kept past its run drops what it spawns.
+/// The spawner a simulated lifecycle runs its services with: each is a task of the run
+/// (named `lifecycle task`: a spawner is not told which service it runs). Holds the run
+/// weakly: a lifecycle kept past its run drops what it spawns, and used in a later run it
+/// fails that run as out of reach (a stale lifecycle).
 pub(crate) fn spawner(
     core: Weak<Core>,
+    run: u64,
 ) -> impl Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync + 'static {
-    move |future| {
-        if let Some(core) = core.upgrade() {
+    move |future| match core.upgrade() {
+        Some(core) if !core.is_ended() => {
             core.spawn("lifecycle task".to_owned(), future);
+        }
+        _ => {
+            let current = reach::current_run();
+            if current != 0 && current != run {
+                reach::stale("a lifecycle built by an `Env`");
+            }
+            // Else the run is over (its cleanup, or after it): dropped, never run.
         }
     }
 }

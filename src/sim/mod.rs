@@ -118,7 +118,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use choice::Choices;
 pub use env::{Env, Fault, Panicky, YieldNow};
@@ -130,7 +130,7 @@ pub use token::{Token, TokenError};
 
 pub(crate) use reach::out_of_reach;
 
-use executor::{Core, ENVIRONMENT};
+use executor::{Core, Culprit, ENVIRONMENT};
 
 /// What a scenario returns: `Ok(())` when its check passed, an error saying what is wrong
 /// otherwise (`Err("lost a job".into())`, or any error through `?`).
@@ -144,6 +144,17 @@ pub const REPLAY_ENV: &str = "ASYNC_LIFECYCLE_SIM_REPLAY";
 /// The environment variable that sets a search's base seed (decimal, or hex after `0x`)
 /// when [`Config::seed`] did not: to explore other schedules than the default seed's.
 pub const SEED_ENV: &str = "ASYNC_LIFECYCLE_SIM_SEED";
+
+/// How long a run that looks deadlocked waits, in real time, for a wake from another thread
+/// before it is reported as a [`FailureKind::Deadlock`]: a real timer (futures-timer, async-io,
+/// a [`SystemClock`](crate::SystemClock) sleep), a real socket or another executor wakes its
+/// task from its own thread, later than the simulator would notice otherwise. A wake within
+/// it makes the run [`FailureKind::OutOfReach`], naming the task it woke. Spent only on a
+/// failing run; a timer set further out still reads as a deadlock.
+pub const FOREIGN_WAKE_WAIT: Duration = Duration::from_millis(150);
+
+/// A run's step limit unless [`Config::max_steps`] sets another.
+const DEFAULT_MAX_STEPS: u64 = 100_000;
 
 /// The base seed of a search when neither [`Config::seed`] nor [`SEED_ENV`] sets one: a
 /// search explores the same schedules every time, so CI is repeatable.
@@ -203,7 +214,7 @@ impl Config {
             runs: 1000,
             seed: None,
             scheduler: Scheduler::Portfolio,
-            max_steps: 100_000,
+            max_steps: DEFAULT_MAX_STEPS,
             pct_steps: None,
             check_determinism: true,
         }
@@ -238,7 +249,9 @@ impl Config {
     }
 
     /// The most steps (task polls) one run may take before it fails with
-    /// [`FailureKind::StepLimit`] (100,000 by default).
+    /// [`FailureKind::StepLimit`] (100,000 by default). A replay token does not carry it:
+    /// replay a run found under another limit with the same `Config` (a step-limit failure's
+    /// report says so).
     pub fn max_steps(mut self, steps: u64) -> Self {
         self.max_steps = steps.max(1);
         self
@@ -252,7 +265,10 @@ impl Config {
     }
 
     /// Whether to run again, and compare traces, the search's first run and every failing
-    /// run (on by default): a mismatch is [`FailureKind::Nondeterministic`].
+    /// run (on by default): a mismatch is [`FailureKind::Nondeterministic`]. The trace covers
+    /// the schedule, the clock, the faults, the lifecycles' events and the failure's whole
+    /// report. A run that reached [out of the simulation](self#out-of-reach) is reported as
+    /// that, without a second run.
     pub fn check_determinism(mut self, check: bool) -> Self {
         self.check_determinism = check;
         self
@@ -271,31 +287,37 @@ impl Config {
     ///
     /// # Panics
     ///
-    /// When [`REPLAY_ENV`] or [`SEED_ENV`] is set to something that does not parse, or
-    /// when called inside a simulated run.
+    /// When [`REPLAY_ENV`] or [`SEED_ENV`] is set to something that does not parse (set
+    /// empty, or to blanks, each counts as unset), when called inside a simulated run, and
+    /// (with the `tokio` feature) when called inside a tokio runtime — a `#[tokio::test]`:
+    /// there tokio's timers and spawns would go to that runtime, outside the simulation;
+    /// search from a plain `#[test]`.
     pub fn search<F, Fut>(&self, scenario: F) -> Result<Stats, Failure>
     where
         F: Fn(Env) -> Fut,
         Fut: Future<Output = Outcome> + Send + 'static,
     {
+        refuse_inside_tokio("Config::search");
         let started = Instant::now();
-        if let Some(token) = std::env::var_os(REPLAY_ENV) {
-            let token = token.to_string_lossy();
-            let token: Token = token
-                .parse()
-                .unwrap_or_else(|e| panic!("async_lifecycle::sim: {REPLAY_ENV}: {e}"));
+        let replay = std::env::var_os(REPLAY_ENV);
+        let replay = replay_token(replay.as_deref().map(|v| v.to_string_lossy()).as_deref())
+            .unwrap_or_else(|e| panic!("async_lifecycle::sim: {e}"));
+        if let Some(token) = replay {
             let run = self.run(&token, &scenario)?;
             let mut stats = Stats::default();
             stats.add(&run);
             stats.wall = started.elapsed();
             return Ok(stats);
         }
-        let base = self.seed.unwrap_or_else(|| match std::env::var(SEED_ENV) {
-            Ok(seed) => parse_seed(&seed).unwrap_or_else(|| {
-                panic!("async_lifecycle::sim: {SEED_ENV}={seed:?}: not a number")
-            }),
-            Err(_) => DEFAULT_SEED,
-        });
+        let base = match self.seed {
+            Some(seed) => seed,
+            None => {
+                let seed = std::env::var_os(SEED_ENV);
+                seed_from_env(seed.as_deref().map(|v| v.to_string_lossy()).as_deref())
+                    .unwrap_or_else(|e| panic!("async_lifecycle::sim: {e}"))
+                    .unwrap_or(DEFAULT_SEED)
+            }
+        };
         let mut stats = Stats::default();
         let mut steps = self.pct_steps.unwrap_or(64);
         for index in 0..self.runs {
@@ -339,12 +361,14 @@ impl Config {
     ///
     /// # Panics
     ///
-    /// When called inside a simulated run.
+    /// When called inside a simulated run, or (with the `tokio` feature) inside a tokio
+    /// runtime, as [`search`](Self::search).
     pub fn run<F, Fut>(&self, token: &Token, scenario: F) -> Result<Run, Failure>
     where
         F: Fn(Env) -> Fut,
         Fut: Future<Output = Outcome> + Send + 'static,
     {
+        refuse_inside_tokio("Config::run");
         self.run_checked(token, &scenario, self.check_determinism)
     }
 
@@ -357,15 +381,28 @@ impl Config {
         if !(self.check_determinism && (check || first.is_err())) {
             return first;
         }
+        let out_of_reach = |r: &Result<Run, Failure>| matches!(r, Err(f) if matches!(f.kind(), FailureKind::OutOfReach(_)));
+        if out_of_reach(&first) {
+            // What it reached explains any difference a second run would show.
+            return first;
+        }
         let (hash, steps, elapsed) = match &first {
             Ok(run) => (run.trace, run.steps, run.elapsed),
             Err(failure) => (failure.trace(), failure.steps(), failure.elapsed()),
         };
-        let again = match self.run_once(token, scenario) {
+        let second = self.run_once(token, scenario);
+        if out_of_reach(&second) {
+            return second;
+        }
+        let again = match &second {
             Ok(run) => run.trace,
             Err(failure) => failure.trace(),
         };
         if again != hash {
+            let ended = |r: &Result<Run, Failure>| match r {
+                Ok(_) => "passed".to_owned(),
+                Err(failure) => failure.kind().to_string(),
+            };
             return Err(Failure::new(FailureInner {
                 kind: FailureKind::Nondeterministic {
                     first: hash,
@@ -376,6 +413,10 @@ impl Config {
                 run: None,
                 steps,
                 elapsed,
+                notes: vec![
+                    format!("the first run: {}", ended(&first)),
+                    format!("the second run: {}", ended(&second)),
+                ],
             }));
         }
         first
@@ -410,11 +451,9 @@ impl Config {
                     .expect("on the run's thread");
                 core.drive(id, self.max_steps)
             }
+            // Out of reach before its first await too (`Lifecycle::new()` in the closure).
             Err(payload) => executor::Drive {
-                result: Err(FailureKind::Check(format!(
-                    "the scenario panicked before its first await: {}",
-                    crate::service::panic_text(&*payload)
-                ))),
+                result: Err(core.classify(Culprit::Closure, &*payload)),
                 steps: 0,
             },
         };
@@ -424,26 +463,53 @@ impl Config {
             Err(kind) => Err(kind),
         };
         let snapshots = core.final_snapshots();
-        let (trace, jumps, faults) = {
+        let elapsed = core.elapsed();
+        let mut trace = {
             let mut state = core.state();
             for snapshot in &snapshots {
                 state.trace.text(snapshot);
             }
-            // The kind, not its message: a message may name a thread by its process-wide id.
-            state.trace.text(match &result {
-                Ok(()) => "passed",
-                Err(FailureKind::Check(_)) => "check",
-                Err(FailureKind::Panic { .. }) => "panic",
-                Err(FailureKind::Deadlock(_)) => "deadlock",
-                Err(FailureKind::OutOfReach(_)) => "out of reach",
-                Err(FailureKind::StepLimit { .. }) => "step limit",
-                Err(FailureKind::Nondeterministic { .. }) => "nondeterministic",
-            });
-            (state.trace.hash(), state.jumps, state.faults_fired)
+            state.trace.clone()
         };
-        let elapsed = core.elapsed();
-        core.cleanup();
+        core.end();
+        // Every future of the run is dropped here; one that panics as it is dropped (a
+        // guard asserting its job finished) is reported, not an abort.
+        let mut dropped = core.cleanup().into_iter();
+        let (jumps, faults) = {
+            let state = core.state();
+            (state.jumps, state.faults_fired)
+        };
         drop((env, core, entered));
+        let mut notes = Vec::new();
+        let result = match result {
+            Ok(()) => match dropped.next() {
+                Some((task, message)) => Err(FailureKind::Panic {
+                    message: format!(
+                        "it panicked while being dropped at the end of the run: {message}"
+                    ),
+                    task,
+                }),
+                None => Ok(()),
+            },
+            Err(kind) => Err(kind),
+        };
+        trace.outcome(result.as_ref().map(|_| ()));
+        for (task, message) in dropped {
+            trace.drop_panic(&task, &message);
+            notes.push(format!(
+                "then, as the run ended, task {task} panicked while being dropped: {message}"
+            ));
+        }
+        if let Err(FailureKind::StepLimit { steps }) = &result {
+            if *steps != DEFAULT_MAX_STEPS {
+                notes.push(format!(
+                    "found under Config::max_steps({steps}): replay it with the same Config \
+                     (`Config::new().max_steps({steps}).run(&token, scenario)`); \
+                     sim::replay runs with the default limit, {DEFAULT_MAX_STEPS}"
+                ));
+            }
+        }
+        let trace = trace.hash();
         match result {
             Ok(()) => Ok(Run {
                 token: token.clone(),
@@ -460,8 +526,46 @@ impl Config {
                 run: None,
                 steps: drive.steps,
                 elapsed,
+                notes,
             })),
         }
+    }
+}
+
+/// Refuses a simulated run inside a tokio runtime: tokio's timers, sockets and spawns would
+/// go to that runtime — outside the simulation, where they neither fail the run nor replay.
+fn refuse_inside_tokio(what: &str) {
+    #[cfg(feature = "tokio")]
+    if tokio::runtime::Handle::try_current().is_ok() {
+        panic!(
+            "async_lifecycle::sim: {what} inside a tokio runtime (a #[tokio::test], or \
+             Runtime::block_on): a tokio timer, socket or spawn in the scenario would go to that \
+             runtime, outside the simulation, and be neither reported nor replayed. Run the \
+             simulation from a plain #[test]"
+        );
+    }
+    #[cfg(not(feature = "tokio"))]
+    let _ = what;
+}
+
+/// The token [`REPLAY_ENV`] names: `None` when unset, empty or blank.
+fn replay_token(value: Option<&str>) -> Result<Option<Token>, String> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(token) => token
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("{REPLAY_ENV}: {e}")),
+    }
+}
+
+/// The seed [`SEED_ENV`] sets: `None` when unset, empty or blank.
+fn seed_from_env(value: Option<&str>) -> Result<Option<u64>, String> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(seed) => parse_seed(seed)
+            .map(Some)
+            .ok_or_else(|| format!("{SEED_ENV}={seed:?}: not a number")),
     }
 }
 
@@ -519,5 +623,34 @@ mod tests {
         assert_eq!(parse_seed("0x10"), Some(16));
         assert_eq!(parse_seed("10"), Some(10));
         assert_eq!(parse_seed("x"), None);
+    }
+
+    #[test]
+    fn empty_or_blank_variables_count_as_unset() {
+        for unset in [None, Some(""), Some("  "), Some("\n")] {
+            assert_eq!(replay_token(unset), Ok(None));
+            assert_eq!(seed_from_env(unset), Ok(None));
+        }
+        assert_eq!(
+            replay_token(Some(" v1-random-s1\n")),
+            Ok(Some(Token::random(Choices::seed(1))))
+        );
+        let bad = replay_token(Some("v1-random-zzz")).unwrap_err();
+        assert!(
+            bad.starts_with("ASYNC_LIFECYCLE_SIM_REPLAY: bad replay token \"v1-random-zzz\""),
+            "{bad}"
+        );
+        for (good, seed) in [
+            ("0x10", 16),
+            ("16", 16),
+            (" 42 ", 42),
+            ("18446744073709551615", u64::MAX),
+        ] {
+            assert_eq!(seed_from_env(Some(good)), Ok(Some(seed)), "{good}");
+        }
+        for bad in ["-1", "0X10", "ten", "18446744073709551616", "0x"] {
+            let e = seed_from_env(Some(bad)).unwrap_err();
+            assert!(e.ends_with("not a number"), "{bad}: {e}");
+        }
     }
 }

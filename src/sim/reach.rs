@@ -80,6 +80,33 @@ fn violated(what: &str) {
     }
 }
 
+/// A handle on a run that has ended (`what`: an `Env`, a lifecycle it built) was used: in
+/// another run, that run fails as out of reach; outside any run, a plain panic. Panics
+/// unless already unwinding.
+#[cold]
+#[inline(never)]
+pub(crate) fn stale(what: &str) {
+    let current = RUN.with(Cell::get);
+    let message = format!(
+        "{what} from an earlier simulated run was used {}: an `Env`, and the lifecycles and \
+         tasks it made, belong to the one run whose scenario it was given to. Keep the `Env` \
+         inside the run's scenario (not in a global, or a variable that outlives the run)",
+        if current == 0 {
+            "after that run ended"
+        } else {
+            "in a later run"
+        }
+    );
+    if current != 0 {
+        VIOLATION.with(|v| {
+            v.borrow_mut().get_or_insert_with(|| message.clone());
+        });
+    }
+    if !std::thread::panicking() {
+        panic!("async_lifecycle::sim: {message}");
+    }
+}
+
 /// Panics on a thread driving a run are caught and reported by the run (or by the
 /// lifecycle, for a service), so the default hook's message would only be noise, once per
 /// run of a search: this hook records them instead and leaves every other thread's to the

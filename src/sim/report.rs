@@ -56,9 +56,86 @@ impl Trace {
         self.record(b't', text.as_bytes());
     }
 
+    /// How the run ended, with everything the report says (the check's message, the
+    /// panicking task and its message, who was stuck in a deadlock and for how long), so that
+    /// two runs of one token that fail differently leave different hashes. Only what names a
+    /// thread of this process (its id or name: it differs from one process to the next) is
+    /// left out of an out-of-reach message.
+    pub(crate) fn outcome(&mut self, outcome: Result<(), &FailureKind>) {
+        let kind = match outcome {
+            Ok(()) => {
+                self.record(b'r', b"passed");
+                return;
+            }
+            Err(kind) => kind,
+        };
+        match kind {
+            FailureKind::Check(message) => self.record(b'c', message.as_bytes()),
+            FailureKind::Panic { task, message } => {
+                self.record(b'p', task.as_bytes());
+                self.record(b'm', message.as_bytes());
+            }
+            FailureKind::Deadlock(deadlock) => {
+                self.record(b'd', &deadlock.elapsed.as_nanos().to_le_bytes());
+                for task in &deadlock.tasks {
+                    self.record(b'w', task.as_bytes());
+                }
+                for (what, list) in [(b'v', &deadlock.services), (b'n', &deadlock.sessions)] {
+                    for (name, age) in list {
+                        self.record(what, name.as_bytes());
+                        self.record(b'a', &age.as_nanos().to_le_bytes());
+                    }
+                }
+                self.record(b'+', &deadlock.more_sessions.to_le_bytes());
+            }
+            FailureKind::OutOfReach(message) => {
+                self.record(b'o', without_threads(message).as_bytes());
+            }
+            FailureKind::StepLimit { steps } => self.record(b'l', &steps.to_le_bytes()),
+            FailureKind::Nondeterministic { first, second } => {
+                self.record(b'x', &first.to_le_bytes());
+                self.record(b'x', &second.to_le_bytes());
+            }
+        }
+    }
+
+    /// A task's future panicked as it was dropped at the run's end.
+    pub(crate) fn drop_panic(&mut self, task: &str, message: &str) {
+        self.record(b'D', task.as_bytes());
+        self.record(b'm', message.as_bytes());
+    }
+
     pub(crate) fn hash(&self) -> u64 {
         self.hash
     }
+}
+
+/// `message` without the thread it names: the parenthesis after "another thread" (a name or
+/// a `ThreadId(n)`, which differ between processes and between runs of a thread pool).
+pub(crate) fn without_threads(message: &str) -> String {
+    const MARK: &str = "another thread (";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(MARK) {
+        out.push_str(&rest[..at + MARK.len()]);
+        rest = &rest[at + MARK.len()..];
+        let mut depth = 1;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map_or(rest.len(), |(i, _)| i);
+        out.push('…');
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What went wrong in a failing run.
@@ -69,18 +146,22 @@ pub enum FailureKind {
     /// `assert!`); the message says which.
     Check(String),
     /// A task other than the scenario panicked (services' panics are caught by their
-    /// lifecycle and show in its report instead).
+    /// lifecycle and show in its report instead); or, in a run that otherwise passed, a
+    /// task's future (the scenario's included) panicked while it was dropped at the end of
+    /// the run — its message then says so.
     Panic {
         /// The task, as `name #number` (numbers count spawns in the run).
         task: String,
         /// The panic's message and where it was raised.
         message: String,
     },
-    /// Nothing could run, no timer was set and the scenario had not returned.
+    /// Nothing could run, no timer was set, the scenario had not returned, and no wake came
+    /// from another thread within [`FOREIGN_WAKE_WAIT`](super::FOREIGN_WAKE_WAIT).
     Deadlock(Deadlock),
     /// The run touched something the simulator cannot control or replay: a real clock, a
     /// tokio or async-io timer, a spawn on another executor, a wake from another thread
-    /// (a real socket, a real timer). The message names it and what to use instead.
+    /// (a real socket, a real timer), an `Env` kept from an earlier run. The message names it
+    /// and what to use instead.
     OutOfReach(String),
     /// The run was still going after [`Config::max_steps`](super::Config::max_steps) steps:
     /// a livelock (tasks waking each other forever), or a scenario longer than the limit.
@@ -88,9 +169,11 @@ pub enum FailureKind {
         /// The limit.
         steps: u64,
     },
-    /// The same token ran twice and left different traces: something outside the simulator
-    /// decided part of the run (the system clock, a thread, a `HashMap`'s random order, a
-    /// global that outlived the first run), so its replay could not be trusted.
+    /// The same token ran twice, back to back, and left different traces (the trace covers
+    /// the failure's report too: a check whose message changed counts): something outside
+    /// the simulator decided part of the run (the system clock, a thread, a `HashMap`'s
+    /// random order, a global that outlived the first of the two), so its replay could not
+    /// be trusted. The failure's `Display` says how each of the two runs ended.
     Nondeterministic {
         /// The first run's trace hash.
         first: u64,
@@ -100,7 +183,17 @@ pub enum FailureKind {
 }
 
 /// Who was stuck in a [`FailureKind::Deadlock`]: the unfinished tasks, and the live services
-/// and sessions of every lifecycle the environment watches, with their ages.
+/// and sessions of every lifecycle the environment watches ([`Env::lifecycle`],
+/// [`Env::watch`]) or reports ([`Env::nest`]), with their ages.
+///
+/// Tasks a lifecycle spawned (its services, restarts, stop triggers) are named `lifecycle
+/// task #N`: a spawner is not told which service it runs; [`services`](Self::services)
+/// names them. A lifecycle nested with `lc.nest(.., env.builder())` is not named (its
+/// parent's service is): nest it with [`Env::nest`].
+///
+/// [`Env::lifecycle`]: super::Env::lifecycle
+/// [`Env::watch`]: super::Env::watch
+/// [`Env::nest`]: super::Env::nest
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Deadlock {
@@ -110,8 +203,12 @@ pub struct Deadlock {
     pub tasks: Vec<String>,
     /// Each running service: its name and uptime.
     pub services: Vec<(String, Duration)>,
-    /// The oldest live named sessions: name and age.
+    /// The oldest live named sessions: name and age (at most
+    /// [`Snapshot::OLDEST`](crate::Snapshot::OLDEST) a lifecycle).
     pub sessions: Vec<(String, Duration)>,
+    /// How many more sessions were live: unnamed ones, and named ones younger than those
+    /// listed.
+    pub more_sessions: u64,
 }
 
 impl fmt::Display for Deadlock {
@@ -119,9 +216,12 @@ impl fmt::Display for Deadlock {
         write!(
             f,
             "deadlock after {:?} of simulated time: nothing can run, no timer is set, and the \
-             scenario has not returned (a task waiting on something outside the simulation, \
-             such as a tokio timer or a real socket, looks like this too)",
-            self.elapsed
+             scenario has not returned. If nothing in the simulation is stuck, a task waits on \
+             something outside it that did not wake it within {:?} of real time: a real timer \
+             (futures-timer's Delay, an async-io Timer, a SystemClock sleep), a real socket, \
+             or a task on another executor (smol::spawn, a thread pool)",
+            self.elapsed,
+            super::FOREIGN_WAKE_WAIT,
         )?;
         let list = |items: &[(String, Duration)], what: &str| {
             items
@@ -133,8 +233,15 @@ impl fmt::Display for Deadlock {
         if !self.services.is_empty() {
             write!(f, "\n  live services: {}", list(&self.services, "up"))?;
         }
-        if !self.sessions.is_empty() {
-            write!(f, "\n  live sessions: {}", list(&self.sessions, "age"))?;
+        match (self.sessions.is_empty(), self.more_sessions) {
+            (true, 0) => {}
+            (false, 0) => write!(f, "\n  live sessions: {}", list(&self.sessions, "age"))?,
+            (true, more) => write!(f, "\n  live sessions: {more} unnamed")?,
+            (false, more) => write!(
+                f,
+                "\n  live sessions: {}, and {more} more (unnamed, or younger)",
+                list(&self.sessions, "age")
+            )?,
         }
         if !self.tasks.is_empty() {
             write!(f, "\n  waiting tasks: {}", self.tasks.join(", "))?;
@@ -184,6 +291,9 @@ pub(crate) struct FailureInner {
     pub(crate) run: Option<u64>,
     pub(crate) steps: u64,
     pub(crate) elapsed: Duration,
+    /// Lines printed after the kind: what else happened (a panic while the run's futures were
+    /// dropped), how each run of a nondeterministic pair ended, how to replay a step limit.
+    pub(crate) notes: Vec<String>,
 }
 
 impl Failure {
@@ -230,6 +340,9 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "simulated run failed: {}", self.0.kind)?;
+        for note in &self.0.notes {
+            writeln!(f, "  {note}")?;
+        }
         let scheduler = self.0.token.scheduler();
         match self.0.run {
             Some(run) => writeln!(
@@ -369,6 +482,19 @@ impl fmt::Display for Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_names_are_left_out_of_the_hash() {
+        assert_eq!(
+            without_threads("task `a #1` was woken from another thread (ThreadId(7)): a real"),
+            "task `a #1` was woken from another thread (…): a real"
+        );
+        assert_eq!(
+            without_threads("another thread (thread `smol-3`), another thread (x"),
+            "another thread (…), another thread (…"
+        );
+        assert_eq!(without_threads("no thread"), "no thread");
+    }
 
     #[test]
     fn fnv1a_matches_its_reference_values() {
