@@ -189,14 +189,34 @@
 //! Anything outside the simulation would make a run unrepeatable, so reaching it fails the
 //! run with [`FailureKind::OutOfReach`](crate::sim::FailureKind::OutOfReach) rather than
 //! silently differ: the system clock through [`SystemClock`](crate::SystemClock), this crate's
-//! tokio and async-io clocks and spawners, tokio timers, sockets and spawns, and any wake
-//! from another thread (a real timer, a real socket, another executor). Use the lifecycle's
-//! clock ([`Lifecycle::clock`](crate::Lifecycle::clock)) or [`Env::sleep`] for time, and
-//! [`Env::spawn`] for tasks. Blocking calls (`std::thread::sleep`, blocking I/O) cannot be
-//! seen; they only make a run slower. A `HashMap`'s random iteration order or a global
-//! that survives from one run to the next makes runs differ: the determinism check (each
-//! search re-runs its first run and every failing one, and compares the traces) reports it
-//! as [`FailureKind::Nondeterministic`](crate::sim::FailureKind::Nondeterministic).
+//! tokio and async-io clocks and spawners, tokio timers, sockets and spawns, an `Env` kept
+//! from an earlier run, and any wake from another thread (a real timer, a real socket,
+//! another executor). Use the lifecycle's clock ([`Lifecycle::clock`](crate::Lifecycle::clock))
+//! or [`Env::sleep`] for time, and [`Env::spawn`] for tasks.
+//!
+//! A real timer or another executor usually wakes its task after the run has nothing left
+//! to run; a run that looks deadlocked therefore waits up to
+//! [`FOREIGN_WAKE_WAIT`](crate::sim::FOREIGN_WAKE_WAIT) (150 ms, only on a failing run) for
+//! such a wake, and reports one as out of reach. Something that wakes nothing within it (a
+//! socket no one connects to, a timer set further out) reads as a deadlock, whose message
+//! lists these causes.
+//!
+//! Blocking calls cannot be seen either. `std::thread::sleep` or blocking I/O only make a
+//! run slower; a blocking wait on something only the simulator can complete —
+//! `futures::executor::block_on(lc.wait())` inside a service, say — never returns, and the
+//! search hangs. Search from a plain `#[test]`, not a `#[tokio::test]`: with the `tokio`
+//! feature a search inside a tokio runtime is refused, as tokio's spawns and timers would
+//! go to that runtime.
+//!
+//! A `HashMap`'s random iteration order, the system clock read directly, or a global that
+//! one run changes for the next make runs differ. The determinism check runs one token
+//! twice, back to back — each search's first run and every failing one — and compares the
+//! traces, which cover the schedule, the clock, the faults, the lifecycles' events and the
+//! failure's whole report: a difference is reported as
+//! [`FailureKind::Nondeterministic`](crate::sim::FailureKind::Nondeterministic). It sees only
+//! what differs between those two runs. A global that changes a later run's outcome and its
+//! re-run's alike (a counter of runs) goes unseen, and a replay of that failure made later
+//! may pass: keep what a scenario depends on inside it.
 //!
 //! [`Fault::Signal`]: crate::sim::Fault::Signal
 //! [`Env::lifecycle`]: crate::sim::Env::lifecycle

@@ -19,8 +19,9 @@
 //! [`Failure`] prints one `replay: TOKEN` line; [`replay`] (or the [`REPLAY_ENV`] variable,
 //! which [`Config::search`] honours) runs exactly that schedule again, and both print the
 //! same `trace: HASH` line: a hash (FNV-1a 64) of every scheduling decision, clock jump,
-//! fault and lifecycle event. A failing run is re-run before it is reported, and so is a
-//! search's first: a different hash is a failure of its own ([`FailureKind::Nondeterministic`]).
+//! fault and lifecycle event, and of the failure's report. A failing run is re-run before it
+//! is reported, and so is a search's first: a different hash is a failure of its own
+//! ([`FailureKind::Nondeterministic`]; see [what it compares](#determinism-and-what-its-check-compares)).
 //!
 //! # Example
 //!
@@ -89,16 +90,48 @@
 //! What the simulator cannot control would make a run unrepeatable, so it is an error, not
 //! a silent difference: within a run, [`SystemClock`](crate::SystemClock), the `tokio` and
 //! `async-io` clocks and spawners of this crate, tokio timers, sockets and spawns (tokio
-//! panics without its runtime), and any wake or spawn that comes from another thread (a
-//! real timer, a real socket, another executor) fail the run with
-//! [`FailureKind::OutOfReach`], naming what was used and what to use instead. Blocking
-//! calls (`std::thread::sleep`, blocking I/O) cannot be seen: they only make the run slow.
+//! panics without its runtime), an [`Env`] kept from an earlier run (or a lifecycle it
+//! built), and any wake or spawn that comes from another thread (a real timer, a real
+//! socket, another executor) fail the run with [`FailureKind::OutOfReach`], naming what was
+//! used and what to use instead — in the scenario closure too, before its first await.
+//!
+//! A real timer (futures-timer's `Delay`, an async-io `Timer`, a `SystemClock` sleep from
+//! code that never read the clock) or a task on another executor (`smol::spawn`) wakes its
+//! task from its own thread, typically after the run has nothing left to run. So a run that
+//! looks deadlocked waits up to [`FOREIGN_WAKE_WAIT`] (150 ms of real time, spent only on a
+//! failing run) for such a wake: one that comes is out of reach, naming the task it woke.
+//! What wakes nothing within the wait — a socket no one connects to, a timer set further
+//! out — is reported as a [`FailureKind::Deadlock`], whose message lists these causes. A
+//! task on another executor that finishes before it is first awaited wakes nothing at all,
+//! and cannot be seen.
+//!
+//! Nor can blocking calls be seen. `std::thread::sleep` or blocking I/O only make the run
+//! slower, but a blocking wait on something only the simulator can complete never returns:
+//! `futures::executor::block_on(env.sleep(..))`, or `block_on(lc.wait())` inside a service,
+//! blocks the run's only thread, so the simulated clock cannot move and the search hangs.
 //! Nor can a wake from another thread that lands while the woken task is being polled
-//! (async-task folds it into that poll); a real timer or socket wakes later, and is seen —
-//! or, if it has not woken the task by the time nothing else can run, the run is reported
-//! as a deadlock, whose message says so.
-//! Do not call [`Config::search`] from inside a tokio runtime: a tokio timer would then be
-//! armed on it and never fire within the run (a deadlock).
+//! (async-task folds it into that poll).
+//!
+//! With the `tokio` feature, [`Config::search`] and [`Config::run`] refuse to run inside a
+//! tokio runtime (a `#[tokio::test]`): there a tokio timer or spawn would go to that
+//! runtime, outside the simulation — a `tokio::spawn` would pass silently. Search from a
+//! plain `#[test]`. Without the feature the crate cannot check this: do not search inside a
+//! runtime.
+//!
+//! # Determinism, and what its check compares
+//!
+//! The determinism check runs one token twice, back to back — a search's first run and each
+//! failing run — and compares the two traces, which cover every scheduling decision, clock
+//! jump, fault and lifecycle event and the failure's whole report (the check's message, the
+//! panicking task, who was stuck in a deadlock and for how long; only the thread an
+//! out-of-reach message names is left out). A difference is
+//! [`FailureKind::Nondeterministic`], with how each of the two runs ended. It sees what
+//! differs between those two runs: a `HashMap`'s random order, the system clock read
+//! directly, a thread racing the run, a global that the first of the two changed. It cannot
+//! see what is the same in both and differs later — a global that changes the outcome of
+//! the search's fifth run and its re-run alike, then not a replay's — nor anything in a run
+//! that is neither the first nor failing. A `replay:` line is trustworthy as far as these two
+//! runs are.
 //!
 //! # Panics and output
 //!
@@ -592,7 +625,8 @@ where
 }
 
 /// Runs again the run that `token` (a failure's `replay:` line) names, with the default
-/// [`Config`]; see [`Config::run`].
+/// [`Config`]; see [`Config::run`]. A run found under another [`Config::max_steps`] replays
+/// with that `Config` (`config.run(&token, scenario)`), not here.
 ///
 /// # Errors
 ///
