@@ -2,7 +2,8 @@
 //! planted race within its 1,000 runs and prints `replay:` and `trace:` lines with exit 1;
 //! `--replay TOKEN` (and the `ASYNC_LIFECYCLE_SIM_REPLAY` variable) reproduce it with the
 //! identical trace line and exit 1; `--fixed` passes 10,000 schedules with exit 0; bad
-//! arguments are one usage line and exit 64.
+//! arguments are one usage line and exit 64. The environment variables as CI sets them: empty
+//! counts as unset, garbage is refused with a message naming the variable.
 
 mod support;
 
@@ -109,6 +110,57 @@ fn the_search_finds_the_race_and_its_token_replays_it_with_the_same_trace() {
     let from_env = sim_race(&[], &[("ASYNC_LIFECYCLE_SIM_REPLAY", token)]);
     assert_eq!(from_env.code, Some(1), "{}", from_env.stdout);
     assert_eq!(line(&from_env, "trace: "), trace);
+}
+
+/// `ASYNC_LIFECYCLE_SIM_REPLAY=` (a CI template's "no token") and an empty seed variable
+/// count as unset: the search runs as if they were not there. A bad value panics, naming
+/// the variable.
+#[test]
+fn empty_variables_count_as_unset_and_bad_ones_are_refused() {
+    let plain = sim_race(&[], &[]);
+    assert_eq!(plain.code, Some(1), "{}\n{}", plain.stdout, plain.stderr);
+    for env in [
+        &[("ASYNC_LIFECYCLE_SIM_REPLAY", "")][..],
+        &[
+            ("ASYNC_LIFECYCLE_SIM_REPLAY", " "),
+            ("ASYNC_LIFECYCLE_SIM_SEED", ""),
+        ],
+    ] {
+        let found = sim_race(&[], env);
+        assert_eq!(
+            found.code,
+            Some(1),
+            "{env:?}: {}\n{}",
+            found.stdout,
+            found.stderr
+        );
+        assert_eq!(
+            line(&found, "replay: "),
+            line(&plain, "replay: "),
+            "{env:?}"
+        );
+        assert_eq!(line(&found, "trace: "), line(&plain, "trace: "), "{env:?}");
+    }
+    for (var, value, message) in [
+        (
+            "ASYNC_LIFECYCLE_SIM_REPLAY",
+            "v1-random-zzz",
+            "ASYNC_LIFECYCLE_SIM_REPLAY: bad replay token \"v1-random-zzz\"",
+        ),
+        (
+            "ASYNC_LIFECYCLE_SIM_SEED",
+            "ten",
+            "ASYNC_LIFECYCLE_SIM_SEED=\"ten\": not a number",
+        ),
+    ] {
+        let refused = sim_race(&[], &[(var, value)]);
+        assert_eq!(refused.code, Some(101), "{var}: {}", refused.stdout);
+        assert!(
+            refused.stderr.contains(message),
+            "{var}: {}",
+            refused.stderr
+        );
+    }
 }
 
 #[test]
