@@ -1038,17 +1038,20 @@ fn a_real_socket_or_a_later_timer_is_a_deadlock_that_names_the_likely_causes() {
 }
 
 /// `smol::spawn` runs on smol's own threads and wakes the awaiting task from there: out of
-/// reach. (A task on another executor that has finished before it is first awaited wakes
-/// nothing, and cannot be seen: the search then passes.)
+/// reach, whether the wake lands while the run waits or while the task is being polled. A
+/// task on another executor that has finished before it is first awaited wakes nothing and
+/// cannot be seen: the search then passes. On a loaded machine smol's thread often wins
+/// that race (it preempts the scenario it was woken by), so this looks for one out-of-reach
+/// report among up to 100 searches, and accepts nothing else but a pass.
 #[test]
-fn smol_spawn_is_out_of_reach() {
-    let mut out_of_reach = 0;
-    for _ in 0..10 {
+fn smol_spawn_is_out_of_reach_or_unseen() {
+    let mut passed = 0;
+    for _ in 0..100 {
         match Config::new().runs(1).search(|_env| async move {
             smol::spawn(async { 1 }).await;
             Ok(())
         }) {
-            Ok(_) => {}
+            Ok(_) => passed += 1,
             Err(failure) => {
                 let message = match failure.kind() {
                     FailureKind::OutOfReach(message) => message,
@@ -1058,11 +1061,40 @@ fn smol_spawn_is_out_of_reach() {
                     message.starts_with("task `scenario #1` was woken from another thread"),
                     "{message}"
                 );
-                out_of_reach += 1;
+                return;
             }
         }
     }
-    assert!(out_of_reach >= 5, "{out_of_reach} of 10");
+    panic!("{passed} searches passed, none saw smol's thread");
+}
+
+/// A wake from another thread while the woken task is being polled: async-task folds it into
+/// a reschedule on the run's thread, but the task's waker itself notices.
+#[test]
+fn a_wake_from_another_thread_during_the_task_s_own_poll_is_out_of_reach() {
+    let message = expect_out_of_reach(Config::new().runs(2).search(|_env| async move {
+        let mut woken = false;
+        std::future::poll_fn(|cx| {
+            if woken {
+                return Poll::Ready(());
+            }
+            woken = true;
+            let waker = cx.waker().clone();
+            std::thread::Builder::new()
+                .name("during".into())
+                .spawn(move || waker.wake())
+                .unwrap()
+                .join()
+                .unwrap();
+            Poll::Pending
+        })
+        .await;
+        Ok(())
+    }));
+    assert!(
+        message.starts_with("task `scenario #1` was woken from another thread (thread `during`)"),
+        "{message}"
+    );
 }
 
 /// Out of reach in the scenario closure, before its future: `Lifecycle::new()` reads the

@@ -8,7 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use async_task::Runnable;
@@ -77,28 +77,84 @@ enum Foreign {
 type DropPanics = Arc<Mutex<Vec<(TaskId, String)>>>;
 
 /// What the executor runs for each task: the task's future, dropped by the wrapper itself
-/// under `catch_unwind`. async-task drops a future it no longer polls (a cancelled task at
-/// the run's end, a runnable never run) inside `abort_on_panic`, so a future that panics in
-/// its `Drop` (a guard asserting that its job finished) would abort the whole process; here
-/// the panic is caught and recorded, and the run reports it.
+/// under `catch_unwind`, and polled with a waker that notices a wake from another thread.
+///
+/// async-task drops a future it no longer polls (a cancelled task at the run's end, a
+/// runnable never run) inside `abort_on_panic`, so a future that panics in its `Drop` (a
+/// guard asserting that its job finished) would abort the whole process; here the panic is
+/// caught and recorded, and the run reports it. And async-task folds a wake that lands while
+/// its task is being polled into a reschedule on the polling thread, so the schedule
+/// function cannot tell it came from elsewhere (another executor finishing a task the
+/// scenario is awaiting); the watched waker can.
 struct Guarded<F> {
     future: Option<Pin<Box<F>>>,
     task: TaskId,
     panics: DropPanics,
+    /// Where a foreign wake is recorded: the run and its mailbox.
+    run: u64,
+    mailbox: Arc<Mailbox>,
+    /// The task's own waker and the watched one around it (async-task's waker for a task is
+    /// the same at every poll: made once).
+    watched: Option<(Waker, Waker)>,
+}
+
+/// A task's waker that records a wake from another thread than the run's as out of reach,
+/// then wakes the task.
+struct Watched {
+    inner: Waker,
+    run: u64,
+    task: TaskId,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Watched {
+    fn check(&self) {
+        if reach::current_run() != self.run {
+            let mut inbox = self.mailbox.inbox();
+            self.mailbox.foreign(&mut inbox, || Foreign::Woken {
+                task: self.task,
+                thread: thread_name(),
+            });
+        }
+    }
+}
+
+impl Wake for Watched {
+    fn wake(self: Arc<Self>) {
+        self.check();
+        self.inner.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.check();
+        self.inner.wake_by_ref();
+    }
 }
 
 impl<F: Future<Output = ()>> Future for Guarded<F> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(future) = self.future.as_mut() else {
+        let this = &mut *self;
+        let Some(future) = this.future.as_mut() else {
             return Poll::Ready(());
         };
-        if future.as_mut().poll(cx).is_pending() {
+        if !matches!(&this.watched, Some((inner, _)) if inner.will_wake(cx.waker())) {
+            let watched = Waker::from(Arc::new(Watched {
+                inner: cx.waker().clone(),
+                run: this.run,
+                task: this.task,
+                mailbox: Arc::clone(&this.mailbox),
+            }));
+            this.watched = Some((cx.waker().clone(), watched));
+        }
+        let waker = this.watched.as_ref().map(|(_, watched)| watched);
+        let mut watched_cx = Context::from_waker(waker.unwrap_or(cx.waker()));
+        if future.as_mut().poll(&mut watched_cx).is_pending() {
             return Poll::Pending;
         }
         // Dropped inside the poll: a panic in a drop at the end is the task's own panic.
-        self.future = None;
+        this.future = None;
         Poll::Ready(())
     }
 }
@@ -278,6 +334,9 @@ impl Core {
             future: Some(Box::pin(future)),
             task: id,
             panics: Arc::clone(&self.drop_panics),
+            run: self.id,
+            mailbox: Arc::clone(&self.mailbox),
+            watched: None,
         };
         let (runnable, handle) = async_task::Builder::new()
             .metadata(id)

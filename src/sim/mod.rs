@@ -100,17 +100,17 @@
 //! task from its own thread, typically after the run has nothing left to run. So a run that
 //! looks deadlocked waits up to [`FOREIGN_WAKE_WAIT`] (150 ms of real time, spent only on a
 //! failing run) for such a wake: one that comes is out of reach, naming the task it woke.
-//! What wakes nothing within the wait — a socket no one connects to, a timer set further
-//! out — is reported as a [`FailureKind::Deadlock`], whose message lists these causes. A
-//! task on another executor that finishes before it is first awaited wakes nothing at all,
-//! and cannot be seen.
+//! A wake from another thread is seen whenever it lands, while the run waits or while the
+//! woken task is being polled. What wakes nothing within the wait — a socket no one connects
+//! to, a timer set further out — is reported as a [`FailureKind::Deadlock`], whose message
+//! lists these causes. A task on another executor that finishes before it is first awaited
+//! wakes nothing at all, and cannot be seen (`smol::spawn` on a loaded machine, whose thread
+//! may run the task before the scenario awaits it: such a search can pass).
 //!
 //! Nor can blocking calls be seen. `std::thread::sleep` or blocking I/O only make the run
 //! slower, but a blocking wait on something only the simulator can complete never returns:
 //! `futures::executor::block_on(env.sleep(..))`, or `block_on(lc.wait())` inside a service,
 //! blocks the run's only thread, so the simulated clock cannot move and the search hangs.
-//! Nor can a wake from another thread that lands while the woken task is being polled
-//! (async-task folds it into that poll).
 //!
 //! With the `tokio` feature, [`Config::search`] and [`Config::run`] refuse to run inside a
 //! tokio runtime (a `#[tokio::test]`): there a tokio timer or spawn would go to that
