@@ -865,9 +865,8 @@ impl Builder {
             use std::hash::{BuildHasher, RandomState};
             RandomState::new().hash_one(0x5EED_u64)
         }));
-        let shared = Arc::new_cyclic(|weak| {
-            Shared::new(weak.clone(), machine, clock, spawner, self.events)
-        });
+        let shared =
+            Arc::new_cyclic(|weak| Shared::new(weak.clone(), machine, clock, spawner, self.events));
         Lifecycle {
             owner: Arc::new(Owner { shared }),
         }

@@ -95,8 +95,8 @@ use futures_util::FutureExt;
 use slab::Slab;
 
 use crate::Refused;
-use crate::complain;
 use crate::clock::Clock;
+use crate::complain;
 use crate::loom::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering, fence, lock};
 use crate::machine::{NamedSession, PANICKED_KEPT, PanickedSession, SessionCensus};
 use crate::service::{StopSignal, panic_text};
@@ -138,23 +138,34 @@ impl Gate {
     /// Admits one session, or refuses it if the gate is closed.
     #[inline]
     fn enter(&self) -> Result<(), Closed> {
-        let admit =
-            |word: u64| (word & CLOSED == 0).then(|| word.wrapping_add(LIVE_ONE | ADMIT_ONE));
         // Relaxed on both outcomes. Admission publishes nothing: the session's own work is
         // ordered by its thread's program order, and nothing it reads is written through the
         // gate. A refused caller learns why (draining or ended) from the `finished`
         // broadcast, an atomic with its own Acquire, not from this word.
-        match self
-            .word
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, admit)
-        {
-            Ok(prev) => {
-                if prev >> ADMIT_SHIFT == ADMIT_FIELD_MAX {
-                    self.count_wrap();
-                }
-                Ok(())
+        let mut word = self.word.load(Ordering::Relaxed);
+        loop {
+            if word & CLOSED != 0 {
+                return Err(self.refuse());
             }
-            Err(_closed) => Err(self.refuse()),
+            match self.word.compare_exchange_weak(
+                word,
+                word.wrapping_add(LIVE_ONE | ADMIT_ONE),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(prev) => {
+                    if prev >> ADMIT_SHIFT == ADMIT_FIELD_MAX {
+                        self.count_wrap();
+                    }
+                    return Ok(());
+                }
+                Err(actual) => {
+                    // Another thread wrote the word (or a spurious failure): this thread
+                    // moves to another shard for its next sessions.
+                    rehash();
+                    word = actual;
+                }
+            }
         }
     }
 
@@ -444,18 +455,64 @@ fn shard_count() -> usize {
 
 /// This thread's shard number (reduced modulo a lifecycle's shard count): threads take
 /// consecutive numbers as they first begin a session, so the first threads of a process
-/// land on distinct shards.
+/// land on distinct shards; a thread that finds its shard contended moves ([`rehash`]).
 #[cfg(not(loom))]
 #[inline]
 fn thread_number() -> usize {
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        // Relaxed: a number, not a publication.
-        static NUMBER: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    NUMBER.with(|n| *n)
+    HOME.with(std::cell::Cell::get)
 }
+
+#[cfg(not(loom))]
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(not(loom))]
+thread_local! {
+    // Relaxed: a number, not a publication.
+    static HOME: std::cell::Cell<usize> =
+        std::cell::Cell::new(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+}
+
+/// This thread found its shard contended (a compare-and-swap lost to another thread, or
+/// the registry lock held): it begins its next sessions on another shard, picked by a
+/// step of xorshift on its number, so two threads that collided (their numbers equal modulo
+/// the shard count) take different steps and part. With twice as many shards as cores,
+/// threads that run at once settle on shards of their own, whatever their numbers
+/// (Java's `Striped64` moves its cells the same way).
+#[cfg(not(loom))]
+#[cold]
+fn rehash() {
+    HOME.with(|home| {
+        // Never zero (xorshift's fixed point): the number plus one, mixed.
+        let mut x = home.get() as u64 | 1 << 63;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        home.set(x as usize >> 1);
+    });
+}
+
+/// Locks a shard's registry; if another thread holds it, this thread moves to another shard
+/// for its next sessions ([`rehash`]), then waits for it.
+#[cfg(not(loom))]
+fn lock_or_move(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
+    match registry.try_lock() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            rehash();
+            lock(registry)
+        }
+    }
+}
+
+#[cfg(loom)]
+fn lock_or_move(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
+    lock(registry)
+}
+
+/// Under loom the shards are fixed by the model thread (see `thread_number`).
+#[cfg(loom)]
+fn rehash() {}
 
 /// Under loom: the model thread's index (loom's thread ids count from 0 in every execution),
 /// so the models put their threads on different shards, deterministically.
@@ -543,7 +600,7 @@ impl Sessions {
         began: Instant,
     ) -> Result<(&Arc<Shard>, usize), Closed> {
         let shard = &self.shards[self.home()];
-        let mut registry = lock(&shard.registry);
+        let mut registry = lock_or_move(&shard.registry);
         // Under the registry lock: a census sees the entry and the count together.
         shard.gate.enter()?;
         let key = registry.named.insert(Entry {
@@ -587,8 +644,11 @@ impl Sessions {
         if !names {
             return self.counted();
         }
-        let mut registries: Vec<MutexGuard<'_, Registry>> =
-            self.shards.iter().map(|shard| lock(&shard.registry)).collect();
+        let mut registries: Vec<MutexGuard<'_, Registry>> = self
+            .shards
+            .iter()
+            .map(|shard| lock(&shard.registry))
+            .collect();
         let (mut live, mut admitted, mut refused) = (0, 0, 0);
         let mut named: Vec<NamedSession> = Vec::new();
         for (shard, registry) in self.shards.iter().zip(registries.iter_mut()) {
