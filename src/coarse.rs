@@ -28,9 +28,14 @@
 //! - If the ticker cannot be spawned (a platform without threads), the word stays parked and
 //!   every read is [`Instant::now`].
 //!
-//! A forked child has no ticker: after `fork` only async-signal-safe calls are allowed in a
-//! multi-threaded process anyway, and `futures-timer`'s helper thread (the system clock's
-//! sleeps) is missing there just the same.
+//! A forked child has no ticker, and its coarse readings **freeze** at the value the word held
+//! (they do not fall back to exact ones: the word still says the ticker runs), so the named
+//! sessions it begins get that instant as their start and look older than they are. After
+//! `fork` only async-signal-safe calls are allowed in a multi-threaded process anyway, and
+//! `futures-timer`'s helper thread (the system clock's sleeps) is missing there just the
+//! same: a child that goes on running async code must `exec`, or build its lifecycles on a
+//! clock of its own (a hostile review measured a 50 ms session reported 1.55 s old in such a
+//! child).
 //!
 //! The atomics are `std`'s, not the loom shim's: the source is process-wide and outside every
 //! model (the loom models run on a `ManualClock`).

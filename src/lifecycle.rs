@@ -468,9 +468,10 @@ impl Lifecycle {
     }
 
     /// Whether the stop was requested: the lifecycle is draining or has ended. One atomic
-    /// load.
+    /// load. True once any `stop` (or `force`) call has returned, whichever thread began the
+    /// drain.
     pub fn is_stopped(&self) -> bool {
-        self.shared().stop.is_fired()
+        self.shared().sessions.is_stopped()
     }
 
     /// The first stop cause, once a stop was requested.
@@ -639,7 +640,7 @@ impl WeakLifecycle {
 
     /// Whether the stop was requested.
     pub fn is_stopped(&self) -> bool {
-        self.shared.stop.is_fired()
+        self.shared.sessions.is_stopped()
     }
 
     /// Whether a stop was requested, including one still in its pre-drain

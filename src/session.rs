@@ -98,7 +98,7 @@ use crate::Refused;
 use crate::clock::Clock;
 use crate::complain;
 use crate::loom::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering, fence, lock};
-use crate::machine::{NamedSession, PANICKED_KEPT, PanickedSession, SessionCensus};
+use crate::machine::{NamedSession, PANICKED_KEPT, PanickedSession, SessionCensus, StopCause};
 use crate::service::{StopSignal, panic_text};
 use crate::shared::Shared;
 
@@ -280,6 +280,9 @@ struct Registry {
     /// on it) was taken: children are refused from then on, so none is admitted after the
     /// count the report is written from.
     sealed: bool,
+    /// The sessions of this shard that ended by a panic, counted under its lock with the
+    /// gate's exit, so a snapshot's per-shard counts add up.
+    panicked: u64,
 }
 
 /// The sessions that ended by a panic (all shards': a cold path).
@@ -300,8 +303,12 @@ struct Common {
     pending: AtomicU64,
     /// Guards the sessions that ended by a panic; taken inside a shard's registry lock.
     panicked: Mutex<Panicked>,
-    /// Set before the stop broadcast fires: [`Session::is_stopped`] without the lifecycle.
+    /// Set under the lifecycle's lock when the drain begins (before the stop broadcast
+    /// fires): [`Session::is_stopped`] without the lifecycle, and `Lifecycle::is_stopped`.
     stopped: AtomicBool,
+    /// The stop's cause, set with `stopped`: a stand-in's signal carries it once the
+    /// lifecycle is gone.
+    cause: std::sync::OnceLock<StopCause>,
     /// The lifecycle, to report the drain to; gone, nobody waits for it.
     shared: Weak<Shared>,
     /// The lifecycle's clock, for a child's start.
@@ -393,6 +400,7 @@ impl Shard {
         {
             // Inside the shard's lock (the order: shard, then panicked), so a census, which
             // takes every shard's lock first, sees the name and the count agree.
+            registry.panicked += 1;
             let mut panicked = lock(&self.common.panicked);
             panicked.count += 1;
             if panicked.kept.len() < PANICKED_KEPT {
@@ -553,6 +561,7 @@ impl Sessions {
             pending: AtomicU64::new(count as u64 + 1),
             panicked: Mutex::new(Panicked::default()),
             stopped: AtomicBool::new(false),
+            cause: std::sync::OnceLock::new(),
             shared,
             clock,
         });
@@ -572,10 +581,20 @@ impl Sessions {
         }
     }
 
-    /// The stop is about to fire: sessions say they are stopped from now on.
-    pub(crate) fn mark_stopped(&self) {
-        // Release: pairs with `Session::is_stopped`'s Acquire, as the broadcast's own flag.
+    /// The drain begins (under the lifecycle's lock, before the stop fires): sessions and
+    /// the lifecycle say they are stopped from now on, so whoever calls `stop` — the one
+    /// that began the drain, or one that found it begun — sees it when its call returns.
+    pub(crate) fn mark_stopped(&self, cause: Option<&StopCause>) {
+        if let Some(cause) = cause {
+            let _ = self.common.cause.set(cause.clone());
+        }
+        // Release: pairs with `is_stopped`'s Acquire.
         self.common.stopped.store(true, Ordering::Release);
+    }
+
+    /// Whether the drain began (or the lifecycle ended).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.common.stopped.load(Ordering::Acquire)
     }
 
     /// The shard this thread begins its sessions on.
@@ -713,9 +732,10 @@ impl Sessions {
     pub(crate) fn counts(&self, now: Instant, oldest: usize) -> Counts {
         let mut kept: Vec<NamedSession> = Vec::with_capacity(oldest + 1);
         let mut began: Vec<Instant> = Vec::with_capacity(oldest + 1);
-        let (mut live, mut admitted, mut refused) = (0, 0, 0);
+        let (mut live, mut admitted, mut refused, mut panicked) = (0, 0, 0, 0);
         for shard in self.shards.iter() {
             let registry = lock(&shard.registry);
+            panicked += registry.panicked;
             // `take`: as in `census`.
             for (_, entry) in registry.named.iter().take(registry.named.len()) {
                 if kept.len() < oldest || began.last().is_some_and(|last| entry.began < *last) {
@@ -735,7 +755,7 @@ impl Sessions {
             live,
             admitted,
             refused,
-            panicked: lock(&self.common.panicked).count,
+            panicked,
             oldest: kept,
         }
     }
@@ -875,15 +895,15 @@ impl Session {
     pub fn stop_signal(&self) -> StopSignal {
         match self.shard.common.shared.upgrade() {
             Some(shared) => StopSignal::new(shared),
-            // Every handle on the lifecycle is gone, so it was stopped: a fired signal (of
-            // a stand-in, stopped the same way).
+            // Every handle on the lifecycle is gone, so it was stopped: a fired signal of a
+            // stand-in, stopped with the same cause.
             None => {
                 let stand_in = crate::Lifecycle::builder()
                     .clock(crate::ManualClock::new())
                     .build();
-                let weak = stand_in.downgrade();
-                drop(stand_in); // stopped: its handles were dropped
-                weak.stop_signal()
+                let cause = self.shard.common.cause.get().cloned();
+                stand_in.stop(cause.unwrap_or(StopCause::HandlesDropped));
+                stand_in.stop_signal()
             }
         }
     }

@@ -583,6 +583,7 @@ impl Shared {
                     // Admission closes before anything else of the stop is visible. Whether
                     // that drained it is the machine's question: the census that follows.
                     self.sessions.close();
+                    self.sessions.mark_stopped(core.machine.cause());
                     effects.fire_stop = true;
                 }
                 Action::Census => {
@@ -657,7 +658,6 @@ impl Shared {
             );
         }
         if effects.fire_stop {
-            self.sessions.mark_stopped();
             self.stop.fire();
         }
         for nested in effects.unstarted {
