@@ -449,7 +449,7 @@ const MAX_SHARDS: usize = 64;
 fn shard_count() -> usize {
     #[cfg(loom)]
     {
-        2
+        2.min(MAX_SHARDS)
     }
     #[cfg(not(loom))]
     {
