@@ -1,8 +1,10 @@
 //! Heap cost of sessions, counted by a global allocator: allocations and bytes per
 //! create+drop in steady state, and heap bytes per live session with 100,000 live at once,
 //! for us and each peer; and the allocations on the drain-completion path (the last session
-//! ends, the waiting future resolves), which `benches/drain.rs` times. Prints two tables;
-//! `cargo bench --bench alloc` runs it.
+//! ends, the waiting future resolves), which `benches/drain.rs` times; and the allocations to
+//! add and run one service on tokio's current-thread runtime, against tokio-util's recipe
+//! (a `TaskTracker::spawn` of a task awaiting a `CancellationToken` clone). Prints three
+//! tables; `cargo bench --bench alloc` runs it.
 //!
 //! The counts are exact (not timed), so one run is enough. Only this thread allocates while a
 //! region is measured.
@@ -15,6 +17,7 @@ use std::pin::Pin;
 use std::task::Context;
 
 use async_lifecycle::Lifecycle;
+use async_lifecycle::tokio::BuilderExt;
 use async_shutdown::ShutdownManager;
 use futures::task::noop_waker_ref;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, Stats, StatsAlloc};
@@ -160,6 +163,64 @@ fn drain_rows() -> Vec<DrainRow> {
     ]
 }
 
+/// Services added and run for the per-service count, after as many for warming up.
+const SERVICES: usize = 50;
+
+/// Allocations (and bytes) per service added and run to its first pending poll, on tokio's
+/// current-thread runtime: services `SERVICES + 1` to `2 * SERVICES` of one lifecycle (its
+/// vectors have grown), against the same number of tasks spawned by the tokio-util recipe.
+fn service_rows() -> Vec<DrainRow> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let ours = rt.block_on(async {
+        let lc = Lifecycle::builder().tokio().build();
+        // Names made up front: a `String` moves into the service's name without allocating.
+        let mut names: Vec<String> = (0..2 * SERVICES).map(|i| format!("svc {i}")).collect();
+        let add = |name: String| {
+            lc.service(name, |stop| stop).expect("running");
+        };
+        names.drain(..SERVICES).for_each(add);
+        tokio::task::yield_now().await; // the spawned services run to their first pending poll
+        let region = Region::new(GLOBAL);
+        names.drain(..).for_each(add);
+        tokio::task::yield_now().await;
+        let stats = region.change();
+        lc.stop("bench");
+        let report = lc.wait().await;
+        assert_eq!(report.exit_code(), 0, "{report}");
+        stats
+    });
+    let recipe = rt.block_on(async {
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let add = || {
+            let token = cancel.clone();
+            tracker.spawn(async move { token.cancelled().await });
+        };
+        (0..SERVICES).for_each(|_| add());
+        tokio::task::yield_now().await;
+        let region = Region::new(GLOBAL);
+        (0..SERVICES).for_each(|_| add());
+        tokio::task::yield_now().await;
+        let stats = region.change();
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        stats
+    });
+    let row = |name, stats: Stats| DrainRow {
+        name,
+        allocs: stats.allocations as f64 / SERVICES as f64,
+        bytes: stats.bytes_allocated as f64 / SERVICES as f64,
+    };
+    vec![
+        row("ours_service_tokio", ours),
+        row("tokio_util_tracker_spawn_cancelled", recipe),
+    ]
+}
+
 fn main() {
     let mut rows = Vec::new();
 
@@ -211,6 +272,13 @@ fn main() {
     println!("allocations on the drain-completion path (last session ends -> wait resolves)");
     println!("{:<36} {:>12} {:>12}", "contender", "allocs", "bytes");
     for row in drain_rows() {
+        println!("{:<36} {:>12.1} {:>12.1}", row.name, row.allocs, row.bytes);
+    }
+
+    println!();
+    println!("allocations to add and run one service (tokio current-thread; services 51-100)");
+    println!("{:<36} {:>12} {:>12}", "contender", "allocs", "bytes");
+    for row in service_rows() {
         println!("{:<36} {:>12.1} {:>12.1}", row.name, row.allocs, row.bytes);
     }
 }
