@@ -7,9 +7,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::process::Command;
 
 struct Output {
     code: Option<i32>,
@@ -25,34 +23,12 @@ fn sim_race(args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .env_remove("ASYNC_LIFECYCLE_SIM_REPLAY")
         .env_remove("ASYNC_LIFECYCLE_SIM_SEED")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = command.spawn().expect("the example starts");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(support::PATIENCE) {
-        Ok(output) => {
-            let output = output.expect("the example's output is read");
-            Output {
-                code: output.status.code(),
-                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            }
-        }
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-s", "KILL", &pid.to_string()])
-                .status();
-            panic!(
-                "sim_race {args:?} did not exit within {:?}",
-                support::PATIENCE
-            );
-        }
+        .envs(env.iter().copied());
+    let (status, stdout, stderr) = support::run_bounded(command, &format!("sim_race {args:?}"));
+    Output {
+        code: status.code(),
+        stdout,
+        stderr,
     }
 }
 

@@ -4,43 +4,15 @@
 
 mod support;
 
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::process::{Command, ExitStatus};
 
 /// Runs the example to its end (killing it and failing past `support::PATIENCE`, a bound on
 /// failure, never a wait) and returns its exit status, stdout and stderr.
 fn run_supervisor() -> (ExitStatus, String, String) {
-    let child = Command::new(support::example("supervisor"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the example starts");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(support::PATIENCE) {
-        Ok(output) => {
-            let output = output.expect("the example's output is read");
-            (
-                output.status,
-                String::from_utf8_lossy(&output.stdout).into_owned(),
-                String::from_utf8_lossy(&output.stderr).into_owned(),
-            )
-        }
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-s", "KILL", &pid.to_string()])
-                .status();
-            panic!(
-                "the supervisor example did not exit within {:?}",
-                support::PATIENCE
-            );
-        }
-    }
+    support::run_bounded(
+        Command::new(support::example("supervisor")),
+        "the supervisor example",
+    )
 }
 
 /// The index of the line that is exactly `line` (the first one), failing with the output.

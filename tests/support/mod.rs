@@ -17,6 +17,39 @@ use std::time::{Duration, Instant};
 /// How long any one step may take before the test fails (a bound on failure, never a wait).
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Runs `command` to its end with stdin closed and its output captured, killing it and
+/// failing past [`PATIENCE`] (a bound on failure, never a wait). Returns its exit status,
+/// stdout and stderr.
+pub fn run_bounded(mut command: Command, what: &str) -> (ExitStatus, String, String) {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the example starts");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(output) => {
+            let output = output.expect("the example's output is read");
+            (
+                output.status,
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", &pid.to_string()])
+                .status();
+            panic!("{what} did not exit within {PATIENCE:?}");
+        }
+    }
+}
+
 /// Builds the example (once per test binary, with the same features as this test) and
 /// returns the path of its executable.
 pub fn example(name: &str) -> PathBuf {
@@ -253,16 +286,9 @@ impl Drop for Server {
 
 /// Runs the example to its end with `args` (for flag errors, which exit at once).
 pub fn run_to_end(example_name: &str, args: &[&str]) -> (ExitStatus, String, String) {
-    let output = Command::new(example(example_name))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the example runs");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut command = Command::new(example(example_name));
+    command.args(args);
+    run_bounded(command, &format!("{example_name} {args:?}"))
 }
 
 /// Asserts the contract for bad flags: non-zero, one usage line on stderr, no panic.
