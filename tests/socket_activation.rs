@@ -134,6 +134,31 @@ fn the_axum_example_serves_a_socket_passed_by_systemd() {
     activated("axum");
 }
 
+/// Runs `python3 -c ARGS...` (a helper script that passes fds and execs an example) and
+/// asserts the example refused its setup: exit 71, nothing on stdout (no `listening on`),
+/// `needle` on stderr, which it returns.
+fn setup_error(args: &[&str], label: &str, needle: &str) -> String {
+    let output = Command::new("python3")
+        .arg("-c")
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        stdout.lines().next(),
+        Some("71"),
+        "{label}: {stdout} {stderr}"
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "{label}: nothing served: {stdout}"
+    );
+    assert!(stderr.contains(needle), "{label}: {stderr}");
+    stderr
+}
+
 /// fd 3 is a file, not a socket: one clear line, exit 71 (`EX_OSERR`), nothing served.
 #[test]
 fn an_inherited_fd_that_is_not_a_listening_socket_is_a_clear_error() {
@@ -149,25 +174,10 @@ sys.stderr.write(r.stderr)
 "#;
     for name in ["http", "axum"] {
         let exe = example(name);
-        let output = Command::new("python3")
-            .args(["-c", script, exe.to_str().unwrap(), "--grace", "1s"])
-            .output()
-            .expect("python3 runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(
-            stdout.lines().next(),
-            Some("71"),
-            "{name}: {stdout} {stderr}"
-        );
-        assert_eq!(
-            stdout.lines().count(),
-            1,
-            "{name}: nothing served: {stdout}"
-        );
-        assert!(
-            stderr.contains("the inherited fd 3 (LISTEN_FDS) is not a listening TCP socket"),
-            "{name}: {stderr}"
+        let stderr = setup_error(
+            &[script, exe.to_str().unwrap(), "--grace", "1s"],
+            name,
+            "the inherited fd 3 (LISTEN_FDS) is not a listening TCP socket",
         );
         assert_eq!(stderr.lines().count(), 1, "{name}: one line: {stderr}");
     }
@@ -195,25 +205,10 @@ sys.stderr.write(r.stderr)
 "#;
     for name in ["http", "axum"] {
         let exe = example(name);
-        let output = Command::new("python3")
-            .args(["-c", script, exe.to_str().unwrap(), "--grace", "1s"])
-            .output()
-            .expect("python3 runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(
-            stdout.lines().next(),
-            Some("71"),
-            "{name}: {stdout} {stderr}"
-        );
-        assert_eq!(
-            stdout.lines().count(),
-            1,
-            "{name}: nothing served: {stdout}"
-        );
-        assert!(
-            stderr.contains("LISTEN_FDS passes 2 sockets (fds 3 to 4)"),
-            "{name}: {stderr}"
+        let stderr = setup_error(
+            &[script, exe.to_str().unwrap(), "--grace", "1s"],
+            name,
+            "LISTEN_FDS passes 2 sockets (fds 3 to 4)",
         );
         assert_eq!(stderr.lines().count(), 1, "{name}: one line: {stderr}");
     }
@@ -240,25 +235,10 @@ sys.stderr.write(r.stderr)
 "#;
     for kind in ["unbound", "connected"] {
         let exe = example("http");
-        let output = Command::new("python3")
-            .args(["-c", script, kind, exe.to_str().unwrap(), "--grace", "1s"])
-            .output()
-            .expect("python3 runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(
-            stdout.lines().next(),
-            Some("71"),
-            "{kind}: {stdout} {stderr}"
-        );
-        assert_eq!(
-            stdout.lines().count(),
-            1,
-            "{kind}: no 'listening on': {stdout}"
-        );
-        assert!(
-            stderr.contains("is not a listening TCP socket"),
-            "{kind}: {stderr}"
+        setup_error(
+            &[script, kind, exe.to_str().unwrap(), "--grace", "1s"],
+            kind,
+            "is not a listening TCP socket",
         );
     }
 }
