@@ -302,13 +302,11 @@ async fn connection<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let watch = Arc::new(Watch::default());
+    let watch = Arc::new(Watch::new(ConnectionSession::new(session), lc));
     let service = ConnectionService {
         inner: TowerToHyperService::new(service),
-        session: ConnectionSession::new(session),
         peer: PeerAddr(peer),
         watch: watch.clone(),
-        lc,
     };
     let io = TokioIo::new(Watched {
         tcp,
@@ -363,9 +361,12 @@ fn default_linger(stop: &StopSignal) -> Duration {
         .min(MAX_LINGER)
 }
 
-/// What a connection last did, as far as a half-received HTTP/1 request goes.
-#[derive(Default)]
+/// A connection's shared state, one `Arc` per connection (its requests' futures and bodies
+/// hold a clone, not one of each field): its session and lifecycle, and what it last did, as
+/// far as a half-received HTTP/1 request goes.
 struct Watch {
+    session: ConnectionSession,
+    lc: WeakLifecycle,
     /// HTTP/1 responses sent without `Connection: close` (begun before the stop) whose body
     /// is still being written.
     unmarked: AtomicUsize,
@@ -385,6 +386,17 @@ const ANSWERED: u8 = 2;
 const HTTP2: u8 = 3;
 
 impl Watch {
+    fn new(session: ConnectionSession, lc: WeakLifecycle) -> Self {
+        Watch {
+            session,
+            lc,
+            unmarked: AtomicUsize::new(0),
+            last: AtomicU8::new(QUIET),
+            watched: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
+    }
+
     fn read(&self, bytes: &[u8]) {
         let last = self.last.load(Ordering::Relaxed);
         if last == HTTP2 {
@@ -482,10 +494,8 @@ impl AsyncWrite for Watched {
 /// The per-connection hyper service: the extensions in, `Connection: close` out.
 struct ConnectionService<S> {
     inner: TowerToHyperService<S>,
-    session: ConnectionSession,
     peer: PeerAddr,
     watch: Arc<Watch>,
-    lc: WeakLifecycle,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
@@ -502,7 +512,7 @@ where
         // Kept to name the request if it panics (`Uri`'s parts are reference counted).
         let what = (request.method().clone(), request.uri().clone());
         let extensions = request.extensions_mut();
-        extensions.insert(self.session.clone());
+        extensions.insert(self.watch.session.clone());
         extensions.insert(self.peer);
         let call = catch_unwind(AssertUnwindSafe(|| {
             hyper::service::Service::call(&self.inner, request)
@@ -510,16 +520,15 @@ where
         let call = match call {
             Ok(future) => Call::Pending { future },
             Err(payload) => {
-                record_unrecorded(&self.session, &what, payload);
+                record_unrecorded(&self.watch.session, &what, payload);
                 Call::Panicked
             }
         };
         ClosingFuture {
             call,
             http1,
-            lc: self.lc.clone(),
             watch: self.watch.clone(),
-            on_panic: Some((self.session.clone(), what)),
+            what: Some(what),
         }
     }
 }
@@ -559,10 +568,9 @@ pin_project! {
         #[pin]
         call: Call<F>,
         http1: bool,
-        lc: WeakLifecycle,
         watch: Arc<Watch>,
         // To name the request if it panics.
-        on_panic: Option<(ConnectionSession, (http::Method, http::Uri))>,
+        what: Option<(http::Method, http::Uri)>,
     }
 }
 
@@ -584,16 +592,16 @@ where
             Err(payload) => {
                 // The future is not polled again.
                 this.call.set(Call::Panicked);
-                if let Some((connection, what)) = this.on_panic.take() {
-                    record_unrecorded(&connection, &what, payload);
+                if let Some(what) = this.what.take() {
+                    record_unrecorded(&this.watch.session, &what, payload);
                 }
                 return Poll::Ready(Ok(internal_error(*this.http1)));
             }
         };
-        drop(this.on_panic.take());
+        drop(this.what.take());
         let mut unmarked = false;
         if let (Ok(response), true) = (&mut output, *this.http1) {
-            let lc = &*this.lc;
+            let lc = &this.watch.lc;
             // Decided once the work is done: a request that began before the stop and ends
             // after it closes its connection too.
             if lc.is_stopped() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
