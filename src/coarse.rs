@@ -71,11 +71,30 @@ const PARKED: u64 = 1;
 /// The largest number of nanoseconds the word holds (63 bits: 292 years after the base).
 const MAX_NANOS: u64 = u64::MAX >> 1;
 
+/// The process-wide source.
+#[inline]
+fn global() -> &'static Source {
+    static GLOBAL: OnceLock<Source> = OnceLock::new();
+    GLOBAL.get_or_init(|| Source::new(TICK, IDLE))
+}
+
 /// The process-wide coarse reading.
 #[inline]
 pub(crate) fn now() -> Instant {
-    static GLOBAL: OnceLock<Source> = OnceLock::new();
-    GLOBAL.get_or_init(|| Source::new(TICK, IDLE)).now()
+    global().now()
+}
+
+/// The process-wide coarse reading as nanoseconds since its base: what [`now`] returns
+/// before the conversion to an `Instant` (a division and a checked add), for a timestamp
+/// stored on a hot path and read rarely (a named session's start). [`at`] converts it.
+#[inline]
+pub(crate) fn ticks() -> u64 {
+    global().ticks()
+}
+
+/// The instant of a reading from [`ticks`].
+pub(crate) fn at(ticks: u64) -> Instant {
+    global().base + Duration::from_nanos(ticks)
 }
 
 /// A coarse time source: the process has one ([`now`]); tests make their own.
@@ -110,12 +129,18 @@ impl Source {
     /// The coarse reading: the stored one while the ticker runs, else an exact one.
     #[inline]
     pub(crate) fn now(&'static self) -> Instant {
+        self.base + Duration::from_nanos(self.ticks())
+    }
+
+    /// [`now`](Self::now) as nanoseconds since the base.
+    #[inline]
+    pub(crate) fn ticks(&'static self) -> u64 {
         let word = self.word.load(Acquire);
         if word & PARKED == 0 {
             if !self.used.load(Relaxed) {
                 self.used.store(true, Relaxed);
             }
-            return self.base + Duration::from_nanos(word >> 1);
+            return word >> 1;
         }
         self.wake()
     }
@@ -123,9 +148,9 @@ impl Source {
     /// The slow path: the ticker is parked (or not started, or cannot be).
     #[cold]
     #[inline(never)]
-    fn wake(&'static self) -> Instant {
+    fn wake(&'static self) -> u64 {
         let Some(ticker) = self.ticker.get_or_init(|| (self.spawn)(self)) else {
-            return Instant::now();
+            return self.since_base(Instant::now());
         };
         let reading = Instant::now();
         let nanos = self.since_base(reading);
@@ -134,7 +159,7 @@ impl Source {
             let stored = word >> 1;
             if word & PARKED == 0 && stored >= nanos {
                 // another reader woke it, with a reading no older than ours
-                return self.base + Duration::from_nanos(stored);
+                return stored;
             }
             let next = stored.max(nanos);
             match self
@@ -145,7 +170,7 @@ impl Source {
                     if word & PARKED != 0 {
                         ticker.unpark();
                     }
-                    return self.base + Duration::from_nanos(next);
+                    return next;
                 }
                 Err(actual) => word = actual,
             }

@@ -541,10 +541,8 @@ impl Lifecycle {
 }
 
 fn session(shared: &Arc<Shared>, name: Cow<'static, str>) -> Result<Session, Refused> {
-    // A coarse reading: a straggler's age is at least the grace, a few milliseconds of lag
-    // do not matter, and the exact clock read was half a named session's cost (issue 12).
-    let began = shared.clock.coarse_now();
-    match shared.sessions.begin_named(name, began) {
+    // Stamped with a coarse reading (see `Sessions::begin_named`).
+    match shared.sessions.begin_named(name) {
         Ok((shard, key)) => Ok(Session::named(shard, key)),
         Err(_closed) => Err(refuse(shared)),
     }
@@ -853,10 +851,9 @@ impl Builder {
             Some((_, clock, spawner)) => (Some(clock), spawner),
             None => (None, None),
         };
-        let clock = self
-            .clock
-            .or(runtime_clock)
-            .unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let chosen = self.clock.or(runtime_clock);
+        let default_clock = chosen.is_none();
+        let clock = chosen.unwrap_or_else(|| Arc::new(SystemClock::new()));
         let spawner = self.spawner.or(runtime_spawner);
         let grace = self.grace.unwrap_or(DEFAULT_GRACE);
         let mut machine = Machine::new(clock.now(), grace, self.policy);
@@ -868,6 +865,9 @@ impl Builder {
         }));
         let shared =
             Arc::new_cyclic(|weak| Shared::new(weak.clone(), machine, clock, spawner, self.events));
+        if default_clock {
+            shared.sessions.use_process_coarse_clock();
+        }
         Lifecycle {
             owner: Arc::new(Owner { shared }),
         }

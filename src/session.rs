@@ -5,8 +5,8 @@
 //! # Shards
 //!
 //! A lifecycle's sessions are split over shards (twice the available parallelism, a power
-//! of two, 2 to 64), each with its own gate and its own registry of named sessions, on its
-//! own cache lines. A thread begins its sessions on the shard its number (taken when it first
+//! of two, 2 to 64), each with its own gate (counting unnamed sessions) and its own registry
+//! (naming and counting named ones), on its own cache lines. A thread begins its sessions on the shard its number (taken when it first
 //! begins one) picks, so threads on different shards never write to a shared line: admission
 //! costs a counter on every core, not one contended word. A child session enters its
 //! parent's shard (below), and a session ends on the shard it entered (its key says which).
@@ -38,35 +38,55 @@
 //! so every count read from it is exact. Sharding keeps that: each shard's word is exact, and
 //! contention is what the shards remove, not what the CAS costs.
 //!
+//! # The registry (one per shard)
+//!
+//! A named session has an entry (name, start) in its shard's registry, a slab under a spin
+//! lock, and is counted there, not by the gate: it begins and ends under that lock — one
+//! compare-and-swap to take it, a plain store to release it, a slab insert or remove and a
+//! count in between — so a named session costs the lock's two read-modify-writes and the
+//! shard's reference count's two, as an unnamed one costs the gate's two and the count's
+//! two (issue 12: the gate inside the registry's critical section made it eight). The
+//! registry's counts (`named_live`, `named_admitted`) are written under the lock and read
+//! without it by the drain's census. A registry, like a gate, is closed once by
+//! [`Sessions::close`] (under its lock), after which it admits no named session.
+//!
+//! A child is counted where its parent is: a child (named or not) of a named session by the
+//! registry, a child of an unnamed session by the gate (a named one with an entry in the
+//! registry too, its key marked [`IN_GATE`]). So a child is admitted only where a live
+//! session — its parent — is counted, which has not drained and cannot until both ended.
+//!
 //! # The drain across shards
 //!
-//! A shard is drained when it is closed with nothing live; its gate reports that exactly
-//! once, by the close (nothing was live) or by the exit that took `live` from 1 to 0. The
-//! lifecycle's sessions are drained when every shard is: `pending` starts at the number of
-//! shards plus one; each drained shard takes one, and the close takes the extra one after it
-//! has closed every shard, so `pending` reaches zero exactly once — never before every shard
-//! is closed — and whoever takes it there reports the drain. A child admitted after the
-//! close enters its parent's shard, which has a live session (the parent) and so has not
-//! drained and cannot until both ended: the invariant "once drained, nothing is admitted"
-//! holds per shard.
+//! A gate or a registry is drained when it is closed with nothing it counts live; it reports
+//! that exactly once, by the close (nothing was live) or by the exit that took its live count
+//! from 1 to 0. The lifecycle's sessions are drained when every gate and every registry is:
+//! `pending` starts at twice the number of shards plus one; each drained gate or registry
+//! takes one, and the close takes the extra one after it has closed them all, so `pending`
+//! reaches zero exactly once — never before everything is closed — and whoever takes it
+//! there reports the drain. A child admitted after the close is counted where its parent is,
+//! which has a live session (the parent) and so has not drained and cannot until both
+//! ended: the invariant "once drained, nothing is admitted" holds for each count.
 //!
-//! # The registries and the lock order
+//! # The lock order
 //!
-//! Named sessions also have an entry (name, start) in their shard's registry, a slab under a
-//! mutex. A named session begins *and* ends under its shard's registry lock, with its gate
-//! operation inside the critical section, so a census — which takes every shard's registry
-//! lock, in order — sees the named entries and the live counts agree for them; only unnamed
-//! sessions can move while it looks, and they are counted, not named. The sessions that
-//! ended by a panic are kept under one more lock, taken inside a shard's.
+//! A census takes every shard's registry lock, in order, and reads the gates inside: a
+//! session counted by a gate with an entry (a named child of an unnamed session) begins and
+//! ends with its gate operation inside the lock, so the census sees the named entries and the
+//! live counts agree for them; only unnamed sessions can move while it looks, and they are
+//! counted, not named. The sessions that ended by a panic are kept under one more lock, taken
+//! inside a shard's.
 //!
 //! Lock order: the shell's `core` → the shards' `registry`, in shard order → `panicked`. A
 //! session's end takes its shard's `registry`, releases it, and only then reports a drain
-//! through `core`.
+//! through `core`. A thread that finds its shard's registry lock held moves to another shard
+//! at once for a named session it begins ([`rehash`]); an end waits for its own shard's (a
+//! few pauses, then it yields the time slice).
 //!
 //! # Invariants
 //!
 //! - Once a shard's `C` is set, its word changes only by an exit or by the admission of a
-//!   child of one of its live sessions: its `live` reaches zero once, and stays there.
+//!   child of one of its live sessions: its `live` reaches zero once, and stays there. The
+//!   same holds for a registry's count once it is closed.
 //! - "Drained" is reported exactly once, by the operation that took `pending` to zero: the
 //!   close itself when nothing was live, or the exit that emptied the last live shard.
 //! - Every admitted session ends exactly once, on the shard it entered: by its guard's drop,
@@ -97,7 +117,9 @@ use slab::Slab;
 use crate::Refused;
 use crate::clock::Clock;
 use crate::complain;
-use crate::loom::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering, fence, lock};
+use crate::loom::{
+    AtomicBool, AtomicU64, Mutex, Ordering, SpinGuard, SpinLock, fence, lock, spin_lock, try_spin,
+};
 use crate::machine::{NamedSession, PANICKED_KEPT, PanickedSession, SessionCensus, StopCause};
 use crate::service::{StopSignal, panic_text};
 use crate::shared::Shared;
@@ -252,11 +274,31 @@ impl Gate {
     }
 }
 
+/// When a named session began: the process's coarse reading as it is stored (no
+/// conversion on the session's path), or the lifecycle's clock's `coarse_now`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Began {
+    /// [`coarse::ticks`](crate::coarse::ticks): the lifecycle's clock is the default
+    /// [`SystemClock`](crate::SystemClock), whose coarse reading this is.
+    Ticks(u64),
+    /// Any other clock's [`coarse_now`](Clock::coarse_now).
+    At(Instant),
+}
+
+impl Began {
+    fn instant(self) -> Instant {
+        match self {
+            Began::Ticks(ticks) => crate::coarse::at(ticks),
+            Began::At(at) => at,
+        }
+    }
+}
+
 /// A live named session.
 #[derive(Debug)]
 struct Entry {
     name: Cow<'static, str>,
-    began: Instant,
+    began: Began,
     /// The name of the named session it was begun under, as it was then.
     under: Option<Cow<'static, str>>,
 }
@@ -264,7 +306,10 @@ struct Entry {
 impl Entry {
     /// The session as a census or a snapshot shows it at `now`.
     fn to_named(&self, now: Instant) -> NamedSession {
-        let named = NamedSession::new(self.name.clone(), now.saturating_duration_since(self.began));
+        let named = NamedSession::new(
+            self.name.clone(),
+            now.saturating_duration_since(self.began.instant()),
+        );
         match &self.under {
             Some(parent) => named.with_parent(parent.clone()),
             None => named,
@@ -280,8 +325,11 @@ struct Registry {
     /// on it) was taken: children are refused from then on, so none is admitted after the
     /// count the report is written from.
     sealed: bool,
-    /// The sessions of this shard that ended by a panic, counted under its lock with the
-    /// gate's exit, so a snapshot's per-shard counts add up.
+    /// Admission closed ([`Sessions::close`]): no named session is admitted here from then
+    /// on, but a child of one still live (it is counted here, so the count is not zero).
+    closed: bool,
+    /// The sessions of this shard that ended by a panic, counted under its lock with their
+    /// exit, so a snapshot's per-shard counts add up.
     panicked: u64,
 }
 
@@ -313,6 +361,26 @@ struct Common {
     shared: Weak<Shared>,
     /// The lifecycle's clock, for a child's start.
     clock: Arc<dyn Clock>,
+    /// The clock is the default `SystemClock`: a named session's start is the process's
+    /// coarse reading, stored as it is read ([`Began::Ticks`]). Set once, by the builder,
+    /// before any session can begin.
+    process_coarse: AtomicBool,
+}
+
+impl Common {
+    /// A named session's start: a coarse reading (a straggler's age is at least the grace,
+    /// so a few milliseconds of lag do not matter; issue 12).
+    #[inline]
+    fn stamp(&self) -> Began {
+        // Relaxed: set before the lifecycle was handed out.
+        if self.process_coarse.load(Ordering::Relaxed) {
+            #[cfg(feature = "sim")]
+            crate::sim::out_of_reach("the system clock (`SystemClock::coarse_now`)");
+            Began::Ticks(crate::coarse::ticks())
+        } else {
+            Began::At(self.clock.coarse_now())
+        }
+    }
 }
 
 impl Common {
@@ -340,63 +408,147 @@ impl Common {
 #[repr(align(128))]
 pub(crate) struct Shard {
     gate: Gate,
-    registry: Mutex<Registry>,
+    registry: SpinLock<Registry>,
+    /// The sessions counted by the registry (named sessions, and the children of the ones
+    /// it counts) that are live, and all it admitted. Written only under the registry's lock
+    /// (a load and a store: the lock orders them), read without it by the drain's census.
+    named_live: AtomicU64,
+    named_admitted: AtomicU64,
     common: Arc<Common>,
 }
 
 impl Shard {
+    /// Counts one session in the registry's count: under its lock.
+    #[inline]
+    fn count_in(&self) {
+        // Relaxed load, Release store: the lock orders the writers; the store publishes the
+        // count to the census that reads it without the lock (`Sessions::counted`).
+        let live = self.named_live.load(Ordering::Relaxed);
+        self.named_live.store(live + 1, Ordering::Release);
+        let admitted = self.named_admitted.load(Ordering::Relaxed);
+        self.named_admitted.store(admitted + 1, Ordering::Release);
+    }
+
+    /// Ends one session of the registry's count: under its lock. Returns whether the
+    /// registry is now drained (closed, nothing it counts live): the caller must report it.
+    #[inline]
+    fn count_out(&self, registry: &Registry) -> bool {
+        let live = self.named_live.load(Ordering::Relaxed);
+        debug_assert!(live != 0, "a named session ended twice");
+        self.named_live.store(live - 1, Ordering::Release);
+        registry.closed && live == 1
+    }
+
+    /// Admits a named session (not a child) under the registry's lock, or refuses it once
+    /// admission closed. Returns its key.
+    #[inline]
+    fn admit_named(
+        &self,
+        registry: &mut Registry,
+        name: Cow<'static, str>,
+        began: Began,
+    ) -> Result<usize, Closed> {
+        if registry.closed {
+            return Err(self.gate.refuse());
+        }
+        self.count_in();
+        Ok(registry.named.insert(Entry {
+            name,
+            began,
+            under: None,
+        }))
+    }
+
+    /// Closes the registry's admission. Returns whether nothing it counts was live: its
+    /// drain, reported by the close.
+    fn close_registry(&self) -> bool {
+        let mut registry = spin_lock(&self.registry);
+        registry.closed = true;
+        self.named_live.load(Ordering::Relaxed) == 0
+    }
+
     /// Admits a named child of the live session `parent` (its key in this shard), even
-    /// after admission closed, returning its key. On the parent's shard: its gate has a live
-    /// session (the parent), so it has not reported its drain and cannot until both ended.
-    /// Refused (`Err`) once the final census was taken.
+    /// after admission closed, returning its key. It is counted where its parent is (the
+    /// gate for an unnamed session and its children, the registry for a named one and its
+    /// children), which has a live session — the parent — so it has not reported its drain
+    /// and cannot until both ended. Refused (`Err`) once the final census was taken.
     fn begin_named_child(
         &self,
         name: Cow<'static, str>,
-        began: Instant,
+        began: Began,
         parent: usize,
     ) -> Result<usize, Closed> {
-        let mut registry = lock(&self.registry);
+        debug_assert!(parent != ENDED, "a child of an ended session");
+        let mut registry = spin_lock(&self.registry);
         if registry.sealed {
             return Err(self.gate.refuse());
         }
-        let under = registry.named.get(parent).map(|entry| entry.name.clone());
+        let under = is_named(parent)
+            .then(|| registry.named.get(slab_key(parent)))
+            .flatten()
+            .map(|entry| entry.name.clone());
         // Under the registry lock: a census sees the entry and the count together.
-        self.gate.enter_child();
-        Ok(registry.named.insert(Entry { name, began, under }))
+        let key = registry.named.insert(Entry { name, began, under });
+        if in_gate(parent) {
+            self.gate.enter_child();
+            Ok(key | IN_GATE)
+        } else {
+            self.count_in();
+            Ok(key)
+        }
     }
 
-    /// Admits an unnamed child of a live session of this shard, even after admission
-    /// closed; refused (`Err`) once the final census was taken. Under the registry lock, for
-    /// that.
-    fn begin_unnamed_child(&self) -> Result<(), Closed> {
-        let registry = lock(&self.registry);
+    /// Admits an unnamed child of the live session `parent` of this shard, even after
+    /// admission closed, counted where its parent is (see `begin_named_child`); refused
+    /// (`Err`) once the final census was taken. Under the registry lock, for that. Returns
+    /// its key ([`UNNAMED`] or [`UNNAMED_IN_REGISTRY`]).
+    fn begin_unnamed_child(&self, parent: usize) -> Result<usize, Closed> {
+        debug_assert!(parent != ENDED, "a child of an ended session");
+        let registry = spin_lock(&self.registry);
         if registry.sealed {
             return Err(self.gate.refuse());
         }
-        self.gate.enter_child();
-        drop(registry);
-        Ok(())
+        if in_gate(parent) {
+            self.gate.enter_child();
+            Ok(UNNAMED)
+        } else {
+            self.count_in();
+            Ok(UNNAMED_IN_REGISTRY)
+        }
     }
 
-    /// Ends an unnamed session normally. Returns whether that drained the lifecycle's
-    /// sessions.
+    /// Ends an unnamed session counted by the gate normally. Returns whether that drained
+    /// the lifecycle's sessions.
     #[inline]
     fn end_unnamed(&self) -> bool {
         self.gate.exit() && self.common.shard_drained()
     }
 
-    /// Ends a session (named: `key`; unnamed: [`UNNAMED`]) by a panic, with the payload's
-    /// text if it was caught. Returns whether that drained the sessions, and its name.
+    /// Ends the session `key` (any but [`ENDED`]) under the registry's lock, where it was
+    /// counted. Returns whether that drained its count (gate or registry), and its entry.
+    fn exit_locked(&self, registry: &mut Registry, key: usize) -> (bool, Option<Entry>) {
+        let entry = is_named(key)
+            .then(|| registry.named.try_remove(slab_key(key)))
+            .flatten();
+        // Under the registry lock, so a census sees the name and the count agree.
+        let drained = if in_gate(key) {
+            self.gate.exit()
+        } else {
+            self.count_out(registry)
+        };
+        (drained, entry)
+    }
+
+    /// Ends a session by a panic, with the payload's text if it was caught. Returns whether
+    /// that drained the sessions, and its name.
     fn end_panicked(
         &self,
         key: usize,
         message: Option<String>,
     ) -> (bool, Option<Cow<'static, str>>) {
-        let mut registry = lock(&self.registry);
-        let name = (key != UNNAMED)
-            .then(|| registry.named.try_remove(key))
-            .flatten()
-            .map(|entry| entry.name);
+        let mut registry = spin_lock(&self.registry);
+        let (drained, entry) = self.exit_locked(&mut registry, key);
+        let name = entry.map(|entry| entry.name);
         {
             // Inside the shard's lock (the order: shard, then panicked), so a census, which
             // takes every shard's lock first, sees the name and the count agree.
@@ -409,18 +561,17 @@ impl Shard {
                     .push(PanickedSession::new(name.clone(), message));
             }
         }
-        let drained = self.gate.exit();
         drop(registry);
         (drained && self.common.shard_drained(), name)
     }
 
-    /// Ends a named session normally: the common named path, without the panic
-    /// bookkeeping. Returns whether that drained the sessions.
+    /// Ends a session that is not an unnamed one counted by the gate (a named session, or
+    /// an unnamed child of one) normally: without the panic bookkeeping. Returns whether
+    /// that drained the sessions.
+    #[inline]
     fn end_named(&self, key: usize) -> bool {
-        let mut registry = lock(&self.registry);
-        let entry = registry.named.try_remove(key);
-        // Under the registry lock, so a census sees the name and the count agree.
-        let drained = self.gate.exit();
+        let mut registry = spin_lock(&self.registry);
+        let (drained, entry) = self.exit_locked(&mut registry, key);
         drop(registry);
         // The name (an owned `String`, maybe) is freed outside the lock.
         drop(entry);
@@ -428,19 +579,43 @@ impl Shard {
     }
 
     fn name(&self, key: usize) -> Option<String> {
-        lock(&self.registry)
+        spin_lock(&self.registry)
             .named
-            .get(key)
+            .get(slab_key(key))
             .map(|s| s.name.to_string())
     }
 }
 
 // ---- Keys ----
 
-/// The key of a session without a name (a slab never hands out `usize::MAX`).
+/// The key of a session without a name, counted by its shard's gate (a slab never hands
+/// out `usize::MAX`).
 const UNNAMED: usize = usize::MAX;
 /// The key of a session already ended by [`Session::run`].
 const ENDED: usize = usize::MAX - 1;
+/// The key of an unnamed child of a named session: counted by the registry, as its parent.
+const UNNAMED_IN_REGISTRY: usize = usize::MAX - 2;
+/// Set in a named session's key when it is counted by the gate (a named child of an
+/// unnamed session); clear when the registry counts it. Its slab key is the rest.
+const IN_GATE: usize = 1 << (usize::BITS - 2);
+
+/// Whether `key` is a named session's.
+#[inline]
+fn is_named(key: usize) -> bool {
+    key < UNNAMED_IN_REGISTRY
+}
+
+/// Whether the session `key` is counted by its shard's gate (else by its registry).
+#[inline]
+fn in_gate(key: usize) -> bool {
+    key == UNNAMED || (is_named(key) && key & IN_GATE != 0)
+}
+
+/// A named session's key in its shard's slab.
+#[inline]
+fn slab_key(key: usize) -> usize {
+    key & !IN_GATE
+}
 /// The most shards a lifecycle has.
 const MAX_SHARDS: usize = 64;
 
@@ -499,25 +674,6 @@ fn rehash() {
     });
 }
 
-/// Locks a shard's registry; if another thread holds it, this thread moves to another shard
-/// for its next sessions ([`rehash`]), then waits for it.
-#[cfg(not(loom))]
-fn lock_or_move(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
-    match registry.try_lock() {
-        Ok(guard) => guard,
-        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => {
-            rehash();
-            lock(registry)
-        }
-    }
-}
-
-#[cfg(loom)]
-fn lock_or_move(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
-    lock(registry)
-}
-
 /// Under loom the shards are fixed by the model thread (see `thread_number`).
 #[cfg(loom)]
 fn rehash() {}
@@ -558,18 +714,22 @@ impl Sessions {
     pub(crate) fn new(shared: Weak<Shared>, clock: Arc<dyn Clock>) -> Self {
         let count = shard_count();
         let common = Arc::new(Common {
-            pending: AtomicU64::new(count as u64 + 1),
+            // A gate and a registry per shard, and the close's own one.
+            pending: AtomicU64::new(2 * count as u64 + 1),
             panicked: Mutex::new(Panicked::default()),
             stopped: AtomicBool::new(false),
             cause: std::sync::OnceLock::new(),
             shared,
             clock,
+            process_coarse: AtomicBool::new(false),
         });
         let shards: Box<[Arc<Shard>]> = (0..count)
             .map(|_| {
                 Arc::new(Shard {
                     gate: Gate::new(),
-                    registry: Mutex::new(Registry::default()),
+                    registry: SpinLock::new(Registry::default()),
+                    named_live: AtomicU64::new(0),
+                    named_admitted: AtomicU64::new(0),
                     common: common.clone(),
                 })
             })
@@ -612,21 +772,30 @@ impl Sessions {
         Ok(shard)
     }
 
-    /// Admits a named session that began at `began`, returning its shard and key.
+    /// The lifecycle's clock is the default `SystemClock` (by the builder, before the
+    /// lifecycle is handed out): named sessions take the process's coarse reading directly.
+    pub(crate) fn use_process_coarse_clock(&self) {
+        self.common.process_coarse.store(true, Ordering::Relaxed);
+    }
+
+    /// Admits a named session, stamped with its start, returning its shard and key.
     pub(crate) fn begin_named(
         &self,
         name: Cow<'static, str>,
-        began: Instant,
     ) -> Result<(&Arc<Shard>, usize), Closed> {
-        let shard = &self.shards[self.home()];
-        let mut registry = lock_or_move(&shard.registry);
+        let began = self.common.stamp();
+        let mut shard = &self.shards[self.home()];
+        let mut registry = match try_spin(&shard.registry) {
+            Some(registry) => registry,
+            None => {
+                // Another thread holds it: this thread moves to another shard, now.
+                rehash();
+                shard = &self.shards[self.home()];
+                spin_lock(&shard.registry)
+            }
+        };
         // Under the registry lock: a census sees the entry and the count together.
-        shard.gate.enter()?;
-        let key = registry.named.insert(Entry {
-            name,
-            began,
-            under: None,
-        });
+        let key = shard.admit_named(&mut registry, name, began)?;
         Ok((shard, key))
     }
 
@@ -643,15 +812,18 @@ impl Sessions {
         let empty = self
             .shards
             .iter()
-            .filter(|shard| shard.gate.close())
-            .count() as u64;
+            .map(|shard| u64::from(shard.gate.close()) + u64::from(shard.close_registry()))
+            .sum::<u64>();
         // AcqRel: as in `shard_drained`.
         self.common.pending.fetch_sub(empty + 1, Ordering::AcqRel) == empty + 1
     }
 
     /// Sessions live now (a sum over the shards, each read at its own moment).
     pub(crate) fn live(&self) -> u64 {
-        self.shards.iter().map(|shard| shard.gate.live()).sum()
+        self.shards
+            .iter()
+            .map(|shard| shard.gate.live() + shard.named_live.load(Ordering::Acquire))
+            .sum()
     }
 
     /// Counts the sessions at `now`, naming the live ones if `names` (see
@@ -663,10 +835,10 @@ impl Sessions {
         if !names {
             return self.counted();
         }
-        let mut registries: Vec<MutexGuard<'_, Registry>> = self
+        let mut registries: Vec<SpinGuard<'_, Registry>> = self
             .shards
             .iter()
-            .map(|shard| lock(&shard.registry))
+            .map(|shard| spin_lock(&shard.registry))
             .collect();
         let (mut live, mut admitted, mut refused) = (0, 0, 0);
         let mut named: Vec<NamedSession> = Vec::new();
@@ -674,8 +846,8 @@ impl Sessions {
             // Named only for a census the lifecycle may end on: no child after it.
             registry.sealed = true;
             let (shard_live, shard_admitted) = shard.gate.live_and_admitted();
-            live += shard_live;
-            admitted += shard_admitted;
+            live += shard_live + shard.named_live.load(Ordering::Acquire);
+            admitted += shard_admitted + shard.named_admitted.load(Ordering::Acquire);
             refused += shard.gate.refused();
             // `take`: a slab's iterator walks every slot of its capacity, vacant ones too;
             // this stops at the last live one (at once when none is).
@@ -711,8 +883,8 @@ impl Sessions {
         let (mut live, mut admitted, mut refused) = (0, 0, 0);
         for shard in self.shards.iter() {
             let (shard_live, shard_admitted) = shard.gate.live_and_admitted();
-            live += shard_live;
-            admitted += shard_admitted;
+            live += shard_live + shard.named_live.load(Ordering::Acquire);
+            admitted += shard_admitted + shard.named_admitted.load(Ordering::Acquire);
             refused += shard.gate.refused();
         }
         let panicked = lock(&self.common.panicked);
@@ -732,23 +904,28 @@ impl Sessions {
     pub(crate) fn counts(&self, now: Instant, oldest: usize) -> Counts {
         let mut kept: Vec<NamedSession> = Vec::with_capacity(oldest + 1);
         let mut began: Vec<Instant> = Vec::with_capacity(oldest + 1);
+        // One conversion per entry at most; none when no oldest are asked for.
         let (mut live, mut admitted, mut refused, mut panicked) = (0, 0, 0, 0);
         for shard in self.shards.iter() {
-            let registry = lock(&shard.registry);
+            let registry = spin_lock(&shard.registry);
             panicked += registry.panicked;
             // `take`: as in `census`.
             for (_, entry) in registry.named.iter().take(registry.named.len()) {
-                if kept.len() < oldest || began.last().is_some_and(|last| entry.began < *last) {
-                    let at = began.partition_point(|b| *b <= entry.began);
-                    began.insert(at, entry.began);
+                if oldest == 0 {
+                    break;
+                }
+                let entry_began = entry.began.instant();
+                if kept.len() < oldest || began.last().is_some_and(|last| entry_began < *last) {
+                    let at = began.partition_point(|b| *b <= entry_began);
+                    began.insert(at, entry_began);
                     kept.insert(at, entry.to_named(now));
                     began.truncate(oldest);
                     kept.truncate(oldest);
                 }
             }
             let (shard_live, shard_admitted) = shard.gate.live_and_admitted();
-            live += shard_live;
-            admitted += shard_admitted;
+            live += shard_live + shard.named_live.load(Ordering::Relaxed);
+            admitted += shard_admitted + shard.named_admitted.load(Ordering::Relaxed);
             refused += shard.gate.refused();
         }
         Counts {
@@ -824,7 +1001,7 @@ impl Session {
     }
 
     pub(crate) fn named(shard: &Arc<Shard>, key: usize) -> Self {
-        debug_assert!(key < ENDED);
+        debug_assert!(is_named(key));
         Session {
             shard: shard.clone(),
             key,
@@ -833,7 +1010,7 @@ impl Session {
 
     /// Whether this session has a name (and is not ended).
     fn is_named(&self) -> bool {
-        self.key < ENDED
+        is_named(self.key)
     }
 
     /// Begins a named session under this one: a request under its connection, a step
@@ -871,7 +1048,7 @@ impl Session {
     /// ```
     pub fn child(&self, name: impl Into<Cow<'static, str>>) -> Result<Session, Refused> {
         // Coarse, as a named session's (`Lifecycle::session`).
-        let began = self.shard.common.clock.coarse_now();
+        let began = self.shard.common.stamp();
         match self.shard.begin_named_child(name.into(), began, self.key) {
             Ok(key) => Ok(Session::named(&self.shard, key)),
             Err(_sealed) => Err(Refused::Ended),
@@ -885,8 +1062,11 @@ impl Session {
     ///
     /// [`Refused::Ended`] once the lifecycle has ended.
     pub fn unnamed_child(&self) -> Result<Session, Refused> {
-        match self.shard.begin_unnamed_child() {
-            Ok(()) => Ok(Session::unnamed(&self.shard)),
+        match self.shard.begin_unnamed_child(self.key) {
+            Ok(key) => Ok(Session {
+                shard: self.shard.clone(),
+                key,
+            }),
             Err(_sealed) => Err(Refused::Ended),
         }
     }
@@ -958,22 +1138,27 @@ impl Session {
                 Ok(output) => Ok(output),
                 Err(payload) => {
                     let message = panic_text(&*payload);
-                    session.end_slow(Some(Some(message.clone())));
+                    session.end_by_panic(Some(message.clone()));
                     Err(SessionPanic { message, payload })
                 }
             })
     }
 
-    /// Ends the session the slow way: named, or ended by a panic. Out of line, so the
-    /// unnamed path stays small.
+    /// Ends the session by a panic (with the payload's text if it was caught). Out of line.
     #[inline(never)]
-    fn end_slow(&mut self, panic: Option<Option<String>>) {
+    fn end_by_panic(&mut self, message: Option<String>) {
         let key = std::mem::replace(&mut self.key, ENDED);
-        let drained = match panic {
-            None => self.shard.end_named(key),
-            Some(message) => self.end_panicked(key, message),
-        };
-        if drained {
+        if self.end_panicked(key, message) {
+            self.shard.common.report_drained();
+        }
+    }
+
+    /// Ends a named session (or an unnamed child of one) normally: the common named path,
+    /// out of line and apart from the panic's, so it stays small.
+    #[inline(never)]
+    fn end_named(&mut self) {
+        let key = std::mem::replace(&mut self.key, ENDED);
+        if self.shard.end_named(key) {
             self.shard.common.report_drained();
         }
     }
@@ -991,13 +1176,16 @@ impl Session {
 impl Drop for Session {
     #[inline]
     fn drop(&mut self) {
-        let unwinding = std::thread::panicking();
-        if self.key == UNNAMED && !unwinding {
+        if std::thread::panicking() {
+            if self.key != ENDED {
+                self.end_by_panic(None);
+            }
+        } else if self.key == UNNAMED {
             if self.shard.end_unnamed() {
                 self.shard.common.report_drained();
             }
         } else if self.key != ENDED {
-            self.end_slow(unwinding.then_some(None));
+            self.end_named();
         }
     }
 }

@@ -548,6 +548,72 @@ fn sessions_on_two_shards_ending_racing_the_stop() {
     });
 }
 
+/// Two named sessions on two shards (each counted by its shard's registry, not its gate),
+/// begun and ended on their threads while the stop closes every registry: each is admitted
+/// or refused, the drain is reported exactly once after both ended (by the close under a
+/// registry's lock, or by the end that emptied the last registry), and the waiter wakes.
+#[test]
+fn named_sessions_on_two_shards_ending_racing_the_stop() {
+    model(|| {
+        let lc = lifecycle();
+        let begin_end = |n: usize| {
+            let lc = lc.clone();
+            thread::spawn(move || {
+                let session = lc.session(op::session_name(n)).ok();
+                let admitted = session.is_some();
+                drop(session);
+                admitted
+            })
+        };
+        let (a, b) = (begin_end(0), begin_end(1));
+        lc.stop(cause(1));
+        let report = block_on(lc.wait());
+        let admitted = u64::from(a.join().unwrap()) + u64::from(b.join().unwrap());
+        assert_eq!(report.state(), State::Terminated, "{report}");
+        let sessions = report.sessions();
+        assert_eq!(sessions.abandoned_count(), 0, "{report}");
+        assert_eq!(sessions.admitted(), admitted, "{report}");
+        assert_eq!(sessions.completed(), admitted, "{report}");
+        // (A refusal after the report was written is not in it.)
+        assert!(sessions.refused() <= 2 - admitted, "{report}");
+    });
+}
+
+/// Children are counted where their parents are: an unnamed child of a named session by
+/// the registry, a named child of an unnamed session by the gate. Each child begins while the
+/// stop closes admission (it is admitted all the same: its parent is live), then its parent
+/// ends, then it does. The drain is reported once, after all four ended — never when a
+/// parent's end emptied a count its child was about to join.
+#[test]
+fn children_counted_where_their_parents_are_racing_the_stop() {
+    model(|| {
+        let lc = lifecycle();
+        let named = lc.session(op::session_name(0)).unwrap();
+        let unnamed = lc.unnamed_session().unwrap();
+        let under_named = thread::spawn(move || {
+            let child = named.unnamed_child().expect("its parent is live");
+            drop(named);
+            drop(child);
+        });
+        let under_unnamed = thread::spawn(move || {
+            let child = unnamed
+                .child(op::session_name(1))
+                .expect("its parent is live");
+            drop(unnamed);
+            drop(child);
+        });
+        lc.stop(cause(1));
+        let report = block_on(lc.wait());
+        under_named.join().unwrap();
+        under_unnamed.join().unwrap();
+        assert_eq!(report.state(), State::Terminated, "{report}");
+        let sessions = report.sessions();
+        assert_eq!(sessions.admitted(), 4, "{report}");
+        assert_eq!(sessions.completed(), 4, "{report}");
+        assert_eq!(sessions.abandoned_count(), 0, "{report}");
+    });
+}
+
 // ---- Stops ----
 
 /// `Stop` racing `Stop`: both callers see the same first cause, it never changes, and the
