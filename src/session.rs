@@ -423,10 +423,13 @@ impl Shard {
     fn count_in(&self) {
         // Relaxed load, Release store: the lock orders the writers; the store publishes the
         // count to the census that reads it without the lock (`Sessions::counted`).
-        let live = self.named_live.load(Ordering::Relaxed);
-        self.named_live.store(live + 1, Ordering::Release);
+        // Admitted first: a census without the lock reads `named_live` (Acquire) before
+        // `named_admitted`, so it never sees more live than admitted (a hostile review's
+        // finding: the other order made a census with `live > admitted`).
         let admitted = self.named_admitted.load(Ordering::Relaxed);
         self.named_admitted.store(admitted + 1, Ordering::Release);
+        let live = self.named_live.load(Ordering::Relaxed);
+        self.named_live.store(live + 1, Ordering::Release);
     }
 
     /// Ends one session of the registry's count: under its lock. Returns whether the
@@ -524,19 +527,23 @@ impl Shard {
         self.gate.exit() && self.common.shard_drained()
     }
 
-    /// Ends the session `key` (any but [`ENDED`]) under the registry's lock, where it was
-    /// counted. Returns whether that drained its count (gate or registry), and its entry.
-    fn exit_locked(&self, registry: &mut Registry, key: usize) -> (bool, Option<Entry>) {
-        let entry = is_named(key)
+    /// Removes the entry of the session `key` (any but [`ENDED`]), if it is named: under the
+    /// registry's lock.
+    fn take_entry(registry: &mut Registry, key: usize) -> Option<Entry> {
+        is_named(key)
             .then(|| registry.named.try_remove(slab_key(key)))
-            .flatten();
-        // Under the registry lock, so a census sees the name and the count agree.
-        let drained = if in_gate(key) {
+            .flatten()
+    }
+
+    /// Ends the count of the session `key` (any but [`ENDED`]) where it was counted: under
+    /// the registry's lock, after its entry was removed, so a census sees the name and the
+    /// count agree. Returns whether that drained its count (gate or registry).
+    fn exit_locked(&self, registry: &Registry, key: usize) -> bool {
+        if in_gate(key) {
             self.gate.exit()
         } else {
             self.count_out(registry)
-        };
-        (drained, entry)
+        }
     }
 
     /// Ends a session by a panic, with the payload's text if it was caught. Returns whether
@@ -547,11 +554,17 @@ impl Shard {
         message: Option<String>,
     ) -> (bool, Option<Cow<'static, str>>) {
         let mut registry = spin_lock(&self.registry);
-        let (drained, entry) = self.exit_locked(&mut registry, key);
-        let name = entry.map(|entry| entry.name);
+        let (name, under) = match Self::take_entry(&mut registry, key) {
+            Some(entry) => (Some(entry.name), entry.under),
+            None => (None, None),
+        };
         {
             // Inside the shard's lock (the order: shard, then panicked), so a census, which
-            // takes every shard's lock first, sees the name and the count agree.
+            // takes every shard's lock first, sees the name and the count agree. And before
+            // the exit: the census without locks (`Sessions::counted`) reads the counts and
+            // then `panicked`, so a session it no longer sees live is already recorded
+            // (a hostile review's finding: recorded after the exit, a panicked session
+            // could be reported completed).
             registry.panicked += 1;
             let mut panicked = lock(&self.common.panicked);
             panicked.count += 1;
@@ -561,7 +574,10 @@ impl Shard {
                     .push(PanickedSession::new(name.clone(), message));
             }
         }
+        let drained = self.exit_locked(&registry, key);
         drop(registry);
+        // Its parent's name (an owned `String`, maybe) is freed outside the lock.
+        drop(under);
         (drained && self.common.shard_drained(), name)
     }
 
@@ -571,7 +587,8 @@ impl Shard {
     #[inline]
     fn end_named(&self, key: usize) -> bool {
         let mut registry = spin_lock(&self.registry);
-        let (drained, entry) = self.exit_locked(&mut registry, key);
+        let entry = Self::take_entry(&mut registry, key);
+        let drained = self.exit_locked(&registry, key);
         drop(registry);
         // The name (an owned `String`, maybe) is freed outside the lock.
         drop(entry);
@@ -872,13 +889,15 @@ impl Sessions {
     }
 
     /// The census that names nobody, which can only end the lifecycle by finding nothing live
-    /// (one that may abandon sessions names them): the gates' counts, read shard by shard
-    /// without a registry lock — on the drain's path, where a lock per shard would be most of
-    /// its cost. A sum of readings taken at different moments is still exact for what this
-    /// census decides: once closed, a shard's `live` only falls until it reaches zero and
-    /// stays there (a child needs a live parent on its shard), so a sum of zero means every
-    /// shard is drained; and a session that ended by a panic was recorded before its gate's
-    /// exit, which the `panicked` read (after the gates') then sees.
+    /// (one that may abandon sessions names them): the gates' and registries' counts, read
+    /// shard by shard without a registry lock — on the drain's path, where a lock per shard
+    /// would be most of its cost. A sum of readings taken at different moments is still exact
+    /// for what this census decides: once closed, a gate's or a registry's live count only
+    /// falls until it reaches zero and stays there (a child needs a live parent counted in
+    /// the same place), so a sum of zero means everything drained; a registry's admitted
+    /// count is stored before its live count and read after it, so no reading has more live
+    /// than admitted; and a session that ended by a panic was recorded before its exit,
+    /// which the `panicked` read (after the counts') then sees.
     fn counted(&self) -> SessionCensus {
         let (mut live, mut admitted, mut refused) = (0, 0, 0);
         for shard in self.shards.iter() {
