@@ -90,12 +90,20 @@ impl Clock for AsyncIoClock {
 pub fn spawner(
     ex: Arc<Executor<'static>>,
 ) -> impl Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync + 'static {
-    move |service| {
-        #[cfg(feature = "sim")]
-        crate::sim::out_of_reach("smol's spawner (`async_lifecycle::async_io::spawner`)");
-        // The task reports its own end to the lifecycle; it need not be awaited.
-        ex.spawn(service).detach();
-    }
+    move |service| spawn_on(&ex, service)
+}
+
+/// Spawns `task` as a detached task of `ex`: the spawner function's body, and `.smol(ex)`'s,
+/// which hands it each service's task as it is, unboxed (the executor's task is then its one
+/// allocation).
+pub(crate) fn spawn_on<F>(ex: &Executor<'static>, task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    #[cfg(feature = "sim")]
+    crate::sim::out_of_reach("smol's spawner (`async_lifecycle::async_io::spawner`)");
+    // The task reports its own end to the lifecycle; it need not be awaited.
+    ex.spawn(task).detach();
 }
 
 /// Configures a [`Builder`] for async-io in one call.
@@ -123,7 +131,12 @@ impl BuilderExt for Builder {
     }
 
     fn smol(self, ex: Arc<Executor<'static>>) -> Builder {
-        self.runtime("smol", Arc::new(AsyncIoClock), Some(Arc::new(spawner(ex))))
+        // What `spawner(ex)` does, without boxing each task first.
+        self.runtime(
+            "smol",
+            Arc::new(AsyncIoClock),
+            Some(crate::shared::Spawner::Smol(ex)),
+        )
     }
 }
 

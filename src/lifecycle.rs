@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use futures_util::future::AbortHandle;
 use futures_util::stream::FuturesUnordered;
 
 use crate::clock::{Clock, Sleep, SystemClock};
@@ -128,9 +127,8 @@ impl Lifecycle {
         Fut::Output: ServiceResult,
     {
         let shared = self.shared();
-        let (abort, registration) = AbortHandle::new_pair();
-        let (id, _) =
-            shared.add_service(name.into(), ServiceOptions::default(), abort, None, None)?;
+        let (id, _, abort) =
+            shared.add_service(name.into(), ServiceOptions::default(), None, None)?;
         let stop = StopSignal::for_service(shared.clone(), id, 1);
         let body = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(stop))) {
             Ok(body) => body,
@@ -139,10 +137,12 @@ impl Lifecycle {
                 std::panic::resume_unwind(payload);
             }
         };
-        let task = ServiceTask::new(shared.clone(), id, body, registration);
+        // Inline, not boxed: a `fn` item, no closure state.
+        let body = futures_util::FutureExt::map(body, ServiceResult::into_exit);
+        let task = ServiceTask::new(shared.clone(), id, body, abort);
         // Before it can run (on another thread) and end: `Started` comes first.
         shared.started(id);
-        shared.run(Task::Service(task));
+        shared.run_service(task);
         Ok(())
     }
 
@@ -223,11 +223,10 @@ impl Lifecycle {
     {
         use futures_util::FutureExt;
         let shared = self.shared();
-        let (abort, _registration) = AbortHandle::new_pair();
         let factory: crate::shared::Factory =
             Box::new(move |stop| Box::pin(factory(stop).map(ServiceResult::into_exit)));
-        let (id, start_now) =
-            shared.add_service(name.into(), options, abort, Some(factory), None)?;
+        // Its runs are made (and their abort slot armed) by `start_run`.
+        let (id, start_now, _) = shared.add_service(name.into(), options, Some(factory), None)?;
         if start_now {
             // The first run is made as every restart is: by the factory, outside the locks.
             shared.start_run(id);
@@ -361,15 +360,9 @@ impl Lifecycle {
         };
         let factory: crate::shared::Factory =
             Box::new(move |stop| Box::pin(factory(stop).map(ServiceResult::into_exit)));
-        let (abort, _registration) = AbortHandle::new_pair();
         let nested_shared = nested.shared().clone();
-        let (id, start_now) = parent.add_service(
-            name.into(),
-            options,
-            abort,
-            Some(factory),
-            Some(nested_shared),
-        )?;
+        let (id, start_now, _) =
+            parent.add_service(name.into(), options, Some(factory), Some(nested_shared))?;
         if start_now {
             parent.start_run(id);
         }
@@ -562,12 +555,26 @@ impl Shared {
     pub(crate) fn run(&self, task: Task) {
         match &self.spawner {
             // A nested lifecycle whose service has not run yet keeps its tasks queued.
-            Some(spawn) if !self.gated() => spawn(Box::pin(task)),
-            _ => {
-                if let Err(task) = self.queue.push(task) {
-                    crate::complain::quietly(|| drop(task));
-                }
-            }
+            Some(spawn) if !self.gated() => spawn.spawn(task),
+            _ => self.queue_task(task),
+        }
+    }
+
+    /// [`run`](Self::run) for a service's run: spawned as it is (a runtime's spawner takes
+    /// it without a box), boxed only for a user's spawner function or for the queue.
+    pub(crate) fn run_service<F>(&self, task: ServiceTask<F>)
+    where
+        F: Future<Output = Exit> + Send + 'static,
+    {
+        match &self.spawner {
+            Some(spawn) if !self.gated() => spawn.spawn(task),
+            _ => self.queue_task(Task::Service(Box::pin(task))),
+        }
+    }
+
+    fn queue_task(&self, task: Task) {
+        if let Err(task) = self.queue.push(task) {
+            crate::complain::quietly(|| drop(task));
         }
     }
 }
@@ -817,7 +824,7 @@ impl Builder {
         mut self,
         spawn: impl Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync + 'static,
     ) -> Self {
-        self.spawner = Some(Arc::new(spawn));
+        self.spawner = Some(Spawner::Boxed(Arc::new(spawn)));
         self
     }
 

@@ -21,8 +21,6 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use futures_util::future::AbortHandle;
-
 use crate::ServiceError;
 use crate::clock::Clock;
 use crate::complain::{self, quietly};
@@ -30,14 +28,53 @@ use crate::event::{self, Event, Hook};
 use crate::loom::{AtomicBool, AtomicU64, Mutex, Ordering, lock};
 use crate::machine::{Action, Exit, Machine, Report, ServiceId, State, StopCause};
 use crate::machine::{ServiceOptions, ServiceOutcome};
-use crate::service::{ServiceTask, StopSignal, Task, panic_text};
+use crate::service::{AbortRef, AbortSlots, ServiceTask, StopSignal, Task, panic_text};
 use crate::session::Sessions;
 use crate::snapshot::{ServiceSnapshot, Snapshot};
 use crate::sync::{Broadcast, Queue};
 
-/// Hands a service's future to an executor.
-pub(crate) type Spawner =
-    Arc<dyn Fn(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync>;
+/// A boxed task, as [`Builder::spawner`](crate::Builder::spawner)'s function takes it.
+pub(crate) type BoxedTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Hands a service's future to an executor: a user's function, which takes it boxed, or a
+/// runtime's spawner, which takes the concrete task as it is (one allocation per service:
+/// the executor's own task, where boxing it first made two).
+#[derive(Clone)]
+pub(crate) enum Spawner {
+    /// [`Builder::spawner`](crate::Builder::spawner)'s function.
+    Boxed(Arc<dyn Fn(BoxedTask) + Send + Sync>),
+    /// `.tokio()`: tasks on this runtime.
+    #[cfg(feature = "tokio")]
+    Tokio(::tokio::runtime::Handle),
+    /// `.smol(ex)`: detached tasks of this executor.
+    #[cfg(feature = "async-io")]
+    Smol(Arc<async_executor::Executor<'static>>),
+}
+
+impl Spawner {
+    /// Spawns `task`, boxing it only for a user's function.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self {
+            Spawner::Boxed(spawn) => spawn(Box::pin(task)),
+            #[cfg(feature = "tokio")]
+            Spawner::Tokio(handle) => crate::tokio::spawn_on(handle, task),
+            #[cfg(feature = "async-io")]
+            Spawner::Smol(ex) => crate::async_io::spawn_on(ex, task),
+        }
+    }
+
+    /// Spawns a task that is boxed already (taken from the queue), without boxing it again.
+    fn spawn_boxed(&self, task: BoxedTask) {
+        match self {
+            Spawner::Boxed(spawn) => spawn(task),
+            #[allow(unreachable_patterns, reason = "without the runtime features")]
+            other => other.spawn(task),
+        }
+    }
+}
 
 /// Makes a restartable service's next run.
 pub(crate) type Factory =
@@ -45,8 +82,8 @@ pub(crate) type Factory =
 
 struct Core {
     machine: Machine,
-    /// Abort handles of the services' current runs, by service index.
-    aborts: Vec<AbortHandle>,
+    /// The abort slots of the services' current runs, by service index.
+    aborts: AbortSlots,
     /// The factories of restartable services, by service index (`None`: run once, or taken
     /// out while it makes a run, outside this lock).
     factories: Vec<Option<Factory>>,
@@ -130,7 +167,7 @@ struct Effects {
     /// Services whose own stop signal fires now (their dependents are done).
     releases: Vec<(ServiceId, Option<String>)>,
     /// Runs given up on past their stop budget: cancel them (and end a nested lifecycle).
-    give_ups: Vec<(AbortHandle, Option<Arc<Shared>>)>,
+    give_ups: Vec<(AbortRef, Option<Arc<Shared>>)>,
     /// A service declared itself ready (its name and run), for the event: before the
     /// dependents that starts.
     ready: Option<(String, u32)>,
@@ -140,7 +177,8 @@ struct Effects {
     nested: Vec<(Arc<Shared>, Effects)>,
     /// The report, when the machine ended in this settle.
     finished: Option<Report>,
-    aborts: Vec<AbortHandle>,
+    /// The lifecycle was abandoned: every run is aborted.
+    aborts: Option<AbortSlots>,
 }
 
 impl Shared {
@@ -163,7 +201,7 @@ impl Shared {
             finished: Broadcast::new(),
             core: Mutex::new(Core {
                 machine,
-                aborts: Vec::new(),
+                aborts: AbortSlots::default(),
                 factories: Vec::new(),
                 nested: Vec::new(),
             }),
@@ -208,27 +246,28 @@ impl Shared {
         result
     }
 
-    /// Registers a service; its abort handle (and the nested lifecycle it runs, if any) is
-    /// stored under the lock that assigned its id. Returns its id and whether the caller
-    /// makes its first run now: a service with dependencies is started by the machine
-    /// instead, when they are ready (maybe by this call).
+    /// Registers a service; its abort slot (and the nested lifecycle it runs, if any) is
+    /// made under the lock that assigned its id. Returns its id, whether the caller makes its
+    /// first run now (a service with dependencies is started by the machine instead, when
+    /// they are ready, maybe by this call), and its abort slot, for a first run made by the
+    /// caller (`start_run` arms the slot again for the runs it makes).
     pub(crate) fn add_service(
         self: &Arc<Self>,
         name: Cow<'static, str>,
         options: ServiceOptions,
-        abort: AbortHandle,
         factory: Option<Factory>,
         nested: Option<Arc<Shared>>,
-    ) -> Result<(ServiceId, bool), ServiceError> {
+    ) -> Result<(ServiceId, bool, AbortRef), ServiceError> {
         let now = self.clock.now();
         let ordered = options.dependencies().next().is_some();
         let mut effects = Effects::default();
         let id;
+        let abort;
         {
             let mut core = lock(&self.core);
             id = core.machine.add_service_with(now, name, options)?;
             // Under the same lock that assigned the id, so indices line up.
-            core.aborts.push(abort);
+            abort = core.aborts.push();
             if factory.is_some() && !ordered {
                 // Made by `start_run`, outside this lock: counted when made.
                 core.machine.first_run_pending(id);
@@ -240,7 +279,7 @@ impl Shared {
             self.settle(&mut core, now, &mut effects);
         }
         self.carry_out(effects);
-        Ok((id, !ordered))
+        Ok((id, !ordered, abort))
     }
 
     /// The run `attempt` of service `id` declared itself ready. Returns whether that changed
@@ -302,10 +341,10 @@ impl Shared {
         let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             factory(StopSignal::for_service(self.clone(), id, attempt))
         }));
-        let (abort, registration) = AbortHandle::new_pair();
         let now = self.clock.now();
         enum Made {
-            Run(crate::service::Body),
+            /// With the service's abort slot, armed for it.
+            Run(crate::service::Body, AbortRef),
             /// Made while a stop came: dropped unpolled, outside the lock.
             Late(crate::service::Body),
             Panicked,
@@ -314,7 +353,6 @@ impl Shared {
         let made = {
             let mut core = lock(&self.core);
             core.factories[id.0] = Some(factory);
-            core.aborts[id.0] = abort;
             // Counted as an attempt under the same lock that saw it may run.
             let made = match made {
                 Ok(body) if core.machine.state() == State::Running => {
@@ -322,7 +360,8 @@ impl Shared {
                         let name = core.machine.service_name(id).to_owned();
                         effects.ready = Some((name, attempt));
                     }
-                    Made::Run(body)
+                    // Under the lock that saw it may run: no abort is decided while running.
+                    Made::Run(body, core.aborts.arm(id))
                 }
                 Ok(body) => Made::Late(body),
                 // The factory itself panicked: that run ended by a panic (maybe restarted),
@@ -337,14 +376,9 @@ impl Shared {
             made
         };
         match made {
-            Made::Run(body) => {
+            Made::Run(body, abort) => {
                 self.started(id);
-                self.run(Task::Service(ServiceTask::from_exit(
-                    self.clone(),
-                    id,
-                    body,
-                    registration,
-                )));
+                self.run_service(ServiceTask::new(self.clone(), id, body, abort));
                 // After it: the dependents its readiness started, if any.
                 self.carry_out(effects);
             }
@@ -406,7 +440,10 @@ impl Shared {
             let tasks = self.queue.take(&mut key, &mut cx);
             self.queue.cancel(&mut key);
             for task in tasks {
-                spawn(Box::pin(task));
+                match task {
+                    Task::Service(task) => spawn.spawn_boxed(task),
+                    task @ Task::Trigger(_) => spawn.spawn(task),
+                }
             }
         }
     }
@@ -606,12 +643,10 @@ impl Shared {
                         .iter()
                         .find(|(id, _)| *id == service)
                         .map(|(_, nested)| nested.clone());
-                    effects
-                        .give_ups
-                        .push((core.aborts[service.0].clone(), nested));
+                    effects.give_ups.push((core.aborts.get(service), nested));
                 }
                 Action::SlowToStop { .. } => effects.complaints.push(action),
-                Action::Abandon => effects.aborts = core.aborts.clone(),
+                Action::Abandon => effects.aborts = Some(core.aborts.clone()),
                 Action::Finish => {
                     self.join_nested(core, effects);
                     effects.finished = core.machine.report().cloned();
@@ -664,7 +699,8 @@ impl Shared {
             nested.apply(Machine::cancel_unstarted);
         }
         for (abort, nested) in effects.give_ups {
-            quietly(|| abort.abort());
+            // Its waker under `catch_unwind`, in `abort`.
+            abort.abort();
             if let Some(nested) = nested {
                 nested.end_nested();
             }
@@ -755,8 +791,9 @@ impl Shared {
             return;
         };
         complain::sessions(report.sessions());
-        for abort in effects.aborts {
-            quietly(|| abort.abort());
+        if let Some(aborts) = effects.aborts {
+            // Each waker under `catch_unwind`, in `abort_all`.
+            aborts.abort_all();
         }
         // A service still held at the end (forced, the deadline) was never released: its
         // signal fires now, so no clone of it waits forever.

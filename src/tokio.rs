@@ -93,12 +93,20 @@ pub fn spawner() -> impl Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + S
 pub fn spawner_on(
     handle: Handle,
 ) -> impl Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync + 'static {
-    move |service| {
-        #[cfg(feature = "sim")]
-        crate::sim::out_of_reach("tokio's spawner (`async_lifecycle::tokio::spawner`)");
-        // The task reports its own end to the lifecycle; the join handle is not needed.
-        drop(handle.spawn(service));
-    }
+    move |service| spawn_on(&handle, service)
+}
+
+/// Spawns `task` on `handle`'s runtime: the spawner functions' body, and `.tokio()`'s, which
+/// hands it each service's task as it is, unboxed (tokio's task cell is then its one
+/// allocation).
+pub(crate) fn spawn_on<F>(handle: &Handle, task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    #[cfg(feature = "sim")]
+    crate::sim::out_of_reach("tokio's spawner (`async_lifecycle::tokio::spawner`)");
+    // The task reports its own end to the lifecycle; the join handle is not needed.
+    drop(handle.spawn(task));
 }
 
 /// Configures a [`Builder`] for tokio in one call.
@@ -118,7 +126,8 @@ impl BuilderExt for Builder {
         self.runtime(
             "tokio",
             std::sync::Arc::new(TokioClock),
-            Some(std::sync::Arc::new(spawner())),
+            // What `spawner()` does, without boxing each task first.
+            Some(crate::shared::Spawner::Tokio(Handle::current())),
         )
     }
 }
