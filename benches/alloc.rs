@@ -2,8 +2,10 @@
 //! create+drop in steady state, and heap bytes per live session with 100,000 live at once,
 //! for us and each peer; and the allocations on the drain-completion path (the last session
 //! ends, the waiting future resolves), which `benches/drain.rs` times; and the allocations to
-//! add and run one service on tokio's current-thread runtime, against tokio-util's recipe
-//! (a `TaskTracker::spawn` of a task awaiting a `CancellationToken` clone). Prints three
+//! add and run one service on tokio's current-thread runtime — with `.tokio()` (each service
+//! spawned unboxed) and with a plain spawner function (`.spawner(|s| { tokio::spawn(s); })`,
+//! each task boxed for it) — against tokio-util's recipe (a `TaskTracker::spawn` of a task
+//! awaiting a `CancellationToken` clone), which `benches/services.rs` times. Prints three
 //! tables; `cargo bench --bench alloc` runs it.
 //!
 //! The counts are exact (not timed), so one run is enough. Only this thread allocates while a
@@ -163,35 +165,44 @@ fn drain_rows() -> Vec<DrainRow> {
     ]
 }
 
+/// What one contender allocates per service.
+struct ServiceRow {
+    name: &'static str,
+    /// Fresh allocations (a reallocation, the growth of a vector, is not one).
+    allocs: f64,
+    reallocs: f64,
+    /// Bytes allocated, a reallocation's growth included.
+    bytes: f64,
+}
+
 /// Services added and run for the per-service count, after as many for warming up.
 const SERVICES: usize = 50;
 
 /// Allocations (and bytes) per service added and run to its first pending poll, on tokio's
 /// current-thread runtime: services `SERVICES + 1` to `2 * SERVICES` of one lifecycle (its
 /// vectors have grown), against the same number of tasks spawned by the tokio-util recipe.
-fn service_rows() -> Vec<DrainRow> {
+/// The mean over those services includes the lifecycle's amortised growth: the name index's
+/// rehash and an abort-slot segment (64 slots, at service 57) are the allocations beyond one
+/// per service with `.tokio()`, and the machine's per-service vectors growing are the
+/// reallocations, which make most of the bytes. A service's own allocations are tokio's
+/// 256 B task cell, or a 112 B box and a 128 B cell with a spawner function.
+fn service_rows() -> Vec<ServiceRow> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("a runtime");
-    let ours = rt.block_on(async {
-        let lc = Lifecycle::builder().tokio().build();
-        // Names made up front: a `String` moves into the service's name without allocating.
-        let mut names: Vec<String> = (0..2 * SERVICES).map(|i| format!("svc {i}")).collect();
-        let add = |name: String| {
-            lc.service(name, |stop| stop).expect("running");
-        };
-        names.drain(..SERVICES).for_each(add);
-        tokio::task::yield_now().await; // the spawned services run to their first pending poll
-        let region = Region::new(GLOBAL);
-        names.drain(..).for_each(add);
-        tokio::task::yield_now().await;
-        let stats = region.change();
-        lc.stop("bench");
-        let report = lc.wait().await;
-        assert_eq!(report.exit_code(), 0, "{report}");
-        stats
-    });
+    let ours = |builder: fn() -> async_lifecycle::Builder, owned: bool| {
+        rt.block_on(ours_services(builder, owned))
+    };
+    let tokio = || Lifecycle::builder().tokio();
+    let plain = || {
+        Lifecycle::builder().spawner(|service| {
+            tokio::spawn(service);
+        })
+    };
+    let ours_tokio = ours(tokio, false);
+    let ours_tokio_owned = ours(tokio, true);
+    let ours_spawner = ours(plain, false);
     let recipe = rt.block_on(async {
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
@@ -210,15 +221,50 @@ fn service_rows() -> Vec<DrainRow> {
         tracker.wait().await;
         stats
     });
-    let row = |name, stats: Stats| DrainRow {
+    let row = |name, stats: Stats| ServiceRow {
         name,
         allocs: stats.allocations as f64 / SERVICES as f64,
+        reallocs: stats.reallocations as f64 / SERVICES as f64,
         bytes: stats.bytes_allocated as f64 / SERVICES as f64,
     };
     vec![
-        row("ours_service_tokio", ours),
+        row("ours_service_tokio", ours_tokio),
+        row("ours_service_tokio_string_names", ours_tokio_owned),
+        row("ours_service_plain_spawner", ours_spawner),
         row("tokio_util_tracker_spawn_cancelled", recipe),
     ]
+}
+
+/// Adds `2 * SERVICES` services to a lifecycle built from `builder()` (called on the current
+/// tokio runtime: `.tokio()` takes its handle), counting the second half; then stops it and
+/// checks the report. The names are made up front: `&'static str`s (leaked), or, if `owned`,
+/// `String`s, which move into the service's name without allocating but are cloned for the
+/// machine's name index (one allocation per service more).
+async fn ours_services(builder: fn() -> async_lifecycle::Builder, owned: bool) -> Stats {
+    let lc = builder().build();
+    let mut names: Vec<std::borrow::Cow<'static, str>> = (0..2 * SERVICES)
+        .map(|i| {
+            let name = format!("svc {i}");
+            if owned {
+                name.into()
+            } else {
+                (&*Box::leak(name.into_boxed_str())).into()
+            }
+        })
+        .collect();
+    let add = |name: std::borrow::Cow<'static, str>| {
+        lc.service(name, |stop| stop).expect("running");
+    };
+    names.drain(..SERVICES).for_each(add);
+    tokio::task::yield_now().await; // the spawned services run to their first pending poll
+    let region = Region::new(GLOBAL);
+    names.drain(..).for_each(add);
+    tokio::task::yield_now().await;
+    let stats = region.change();
+    lc.stop("bench");
+    let report = lc.wait().await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    stats
 }
 
 fn main() {
@@ -276,9 +322,17 @@ fn main() {
     }
 
     println!();
-    println!("allocations to add and run one service (tokio current-thread; services 51-100)");
-    println!("{:<36} {:>12} {:>12}", "contender", "allocs", "bytes");
+    println!(
+        "allocations to add and run one service (tokio current-thread; mean over services 51-100)"
+    );
+    println!(
+        "{:<36} {:>12} {:>12} {:>12}",
+        "contender", "allocs", "reallocs", "bytes"
+    );
     for row in service_rows() {
-        println!("{:<36} {:>12.1} {:>12.1}", row.name, row.allocs, row.bytes);
+        println!(
+            "{:<36} {:>12.2} {:>12.2} {:>12.1}",
+            row.name, row.allocs, row.reallocs, row.bytes
+        );
     }
 }
