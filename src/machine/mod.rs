@@ -582,7 +582,7 @@ pub struct Machine {
     /// Services not ended yet (kept so that "did the last one end?" is not a walk).
     live: usize,
     /// Service index by name: names are unique, and dependencies are looked up by name.
-    names: std::collections::HashMap<Cow<'static, str>, usize>,
+    names: std::collections::HashMap<Cow<'static, str>, usize, rustc_hash::FxBuildHasher>,
     /// How long a requested stop keeps serving, not ready, before the drain begins.
     pre_drain: Duration,
     /// A requested stop in its pre-drain: when the drain begins, why, and the deadline it
@@ -610,7 +610,7 @@ impl Machine {
             actions: VecDeque::new(),
             rescheduled: false,
             live: 0,
-            names: std::collections::HashMap::new(),
+            names: std::collections::HashMap::default(),
             pre_drain: Duration::ZERO,
             pending: None,
         }
