@@ -581,8 +581,10 @@ pub struct Machine {
     rescheduled: bool,
     /// Services not ended yet (kept so that "did the last one end?" is not a walk).
     live: usize,
-    /// Service index by name: names are unique, and dependencies are looked up by name.
-    names: std::collections::HashMap<Cow<'static, str>, usize, rustc_hash::FxBuildHasher>,
+    /// Service index by name: names are unique, and dependencies are looked up by name. The
+    /// table holds indexes only, hashed by the name their entry keeps (Fx: names come from
+    /// the program, not from peers), so an owned name is not copied for it.
+    names: hashbrown::HashTable<usize>,
     /// How long a requested stop keeps serving, not ready, before the drain begins.
     pre_drain: Duration,
     /// A requested stop in its pre-drain: when the drain begins, why, and the deadline it
@@ -610,7 +612,7 @@ impl Machine {
             actions: VecDeque::new(),
             rescheduled: false,
             live: 0,
-            names: std::collections::HashMap::default(),
+            names: hashbrown::HashTable::new(),
             pre_drain: Duration::ZERO,
             pending: None,
         }
@@ -703,6 +705,13 @@ impl Machine {
         self.add_service_with(now, name, ServiceOptions::default())
     }
 
+    /// The index of the service named `name`, if one was added.
+    fn service_index(&self, name: &str) -> Option<usize> {
+        self.names
+            .find(name_hash(name), |&index| self.services[index].name == name)
+            .copied()
+    }
+
     /// Registers a service at `now`, supervised and ordered as `options` say.
     ///
     /// A service with no dependency is running from `now` (its driver already has its
@@ -734,7 +743,7 @@ impl Machine {
             }
         }
         let name = name.into();
-        if self.names.contains_key(&name) {
+        if self.service_index(&name).is_some() {
             return Err(ServiceError::DuplicateName(name));
         }
         options.validate()?;
@@ -743,7 +752,7 @@ impl Machine {
             if dependency == name {
                 return Err(ServiceError::DependencyCycle { service: name });
             }
-            let Some(&index) = self.names.get(dependency) else {
+            let Some(index) = self.service_index(dependency) else {
                 return Err(ServiceError::UnknownDependency {
                     service: name,
                     dependency: Cow::Owned(dependency.to_owned()),
@@ -777,7 +786,6 @@ impl Machine {
             entry.dependents.push(id);
             entry.live_dependents += 1;
         }
-        self.names.insert(name.clone(), id.0);
         self.live += 1;
         let waiting = after.iter().any(|d| !self.services[d.0].ever_ready);
         let ordered = !after.is_empty();
@@ -806,6 +814,11 @@ impl Machine {
             budget_end: None,
             slow_at: None,
         });
+        let services = &self.services;
+        self.names
+            .insert_unique(name_hash(&services[id.0].name), id.0, |&index| {
+                name_hash(&services[index].name)
+            });
         if !waiting {
             self.ask_first_run(now, id, ordered);
         }
@@ -1689,6 +1702,12 @@ impl Machine {
         self.phase = Phase::Ended(report);
         self.actions.push_back(Action::Finish);
     }
+}
+
+/// A service name's hash for [`Machine`]'s name index.
+fn name_hash(name: &str) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(name)
 }
 
 #[cfg(test)]
