@@ -213,8 +213,11 @@ impl AbortRef {
                 _ => state.waker.replace(cx.waker().clone()),
             }
         };
-        // Dropped outside the lock: a waker's drop is executor code.
-        drop(replaced);
+        // Dropped outside the lock, and under `catch_unwind`: a waker's drop is executor
+        // code, and one that panics must not end a healthy run (a review's finding).
+        if let Some(replaced) = replaced {
+            quietly(|| drop(replaced));
+        }
         false
     }
 
@@ -222,7 +225,12 @@ impl AbortRef {
     /// Called before the end is reported, so before a restart can arm the slot anew.
     fn release(&self) {
         let waker = lock(&self.slot().0).waker.take();
-        drop(waker);
+        // Under `catch_unwind`: a waker whose drop panics must not keep the run's exit from
+        // being reported, which follows (a review's finding: the service stayed live in the
+        // machine, and was abandoned at the deadline instead of ending now).
+        if let Some(waker) = waker {
+            quietly(|| drop(waker));
+        }
     }
 
     #[cfg(all(test, not(loom)))]
