@@ -583,10 +583,12 @@ fn named_sessions_on_two_shards_ending_racing_the_stop() {
 /// the registry, a named child of an unnamed session by the gate. Each child begins while the
 /// stop closes admission (it is admitted all the same: its parent is live), then its parent
 /// ends, then it does. The drain is reported once, after all four ended — never when a
-/// parent's end emptied a count its child was about to join.
+/// parent's end emptied a count its child was about to join. At 3 preemptions (9 s; over
+/// 100 s at 4): a census counting more live than admitted, planted back in `count_in`, fails
+/// it at 3 (with debug assertions on, as `.ci/run` runs the models).
 #[test]
 fn children_counted_where_their_parents_are_racing_the_stop() {
-    model(|| {
+    model_bounded(3, || {
         let lc = lifecycle();
         let named = lc.session(op::session_name(0)).unwrap();
         let unnamed = lc.unnamed_session().unwrap();
