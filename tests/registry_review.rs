@@ -14,6 +14,8 @@
 //! Time comes from a `ManualClock` wherever a test depends on it; waits are bounded (a test
 //! fails rather than hangs), and nothing sleeps in place of synchronisation.
 
+mod support;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,26 +33,6 @@ use futures::executor::block_on;
 
 /// How long any one step may take before the test fails (a bound on failure, never a wait).
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Silences the panics these probes cause on purpose (their messages contain
-/// "review-probe"); every other panic (a failed assertion) still prints.
-fn quiet_probe_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let text = info
-                .payload()
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            if !text.contains("review-probe") {
-                default(info);
-            }
-        }));
-    });
-}
 
 /// `lc.wait()` on another thread, failing (not hanging) after `PATIENCE`.
 fn wait_bounded(lc: &Lifecycle) -> Report {
@@ -180,7 +162,7 @@ fn a_panicked_session_recorded_before_the_census_is_in_the_report() {
 }
 
 fn lock_free_census_after_a_panicked_exit(recorded_first: bool) {
-    quiet_probe_panics();
+    support::quiet_probe_panics();
     let mut wrong = Vec::new();
     for round in 0..4 {
         let (clock, lc) = manual(Duration::from_secs(60));
@@ -342,7 +324,7 @@ fn every_kind_of_key_has_its_own_name_and_parent() {
 /// drain is reported: `wait` returns, nothing is left live).
 #[test]
 fn run_panicking_ends_every_kind_on_its_own_count() {
-    quiet_probe_panics();
+    support::quiet_probe_panics();
     for moved in [false, true] {
         let (_clock, lc) = manual(Duration::from_secs(10));
         let sessions = every_kind(&lc, "run");
@@ -389,7 +371,7 @@ fn run_panicking_ends_every_kind_on_its_own_count() {
 /// named as it was, once; the counts drain (each kind on its own count).
 #[test]
 fn guards_dropped_while_unwinding_end_every_kind_as_panicked() {
-    quiet_probe_panics();
+    support::quiet_probe_panics();
     let (_clock, lc) = manual(Duration::from_secs(10));
     let sessions = every_kind(&lc, "unwind");
     let expected: usize = sessions.len();
@@ -571,7 +553,7 @@ fn grow(root: Session, seed: u64, tally: &Tally) -> Vec<Session> {
 }
 
 fn mixed_round(round: u64, end: End) {
-    quiet_probe_panics();
+    support::quiet_probe_panics();
     let (clock, lc) = manual(Duration::from_secs(30));
     let tally = Arc::new(Tally::default());
     let threads = 4;
@@ -793,7 +775,7 @@ fn registries_racing_the_close_report_the_drain_once() {
 /// and monotone from one to the next (admitted and panicked never fall).
 #[test]
 fn snapshots_during_churn_are_consistent_and_monotone() {
-    quiet_probe_panics();
+    support::quiet_probe_panics();
     let (_clock, lc) = manual(Duration::from_secs(30));
     let stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..3u64)

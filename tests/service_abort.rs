@@ -5,6 +5,8 @@
 //! `.tokio()` and `.smol(..)` (tasks spawned unboxed), and the queue a `wait()` drives. A
 //! restarted service reuses its abort slot; many services span several slot segments.
 
+mod support;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,22 +26,13 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// Set when dropped: whether a service's future was dropped.
-struct DropFlag(Arc<AtomicBool>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
 /// A service's run that never polls its stop signal (dropped at once) and never ends;
 /// `polled` is set at its first poll, `dropped` when it is dropped.
 fn stubborn(
     polled: Arc<AtomicBool>,
     dropped: Arc<AtomicBool>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let flag = DropFlag(dropped);
+    let flag = support::DropFlag(dropped);
     futures::future::poll_fn(move |_cx| {
         let _owned = &flag;
         polled.store(true, Ordering::SeqCst);

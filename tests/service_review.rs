@@ -11,6 +11,8 @@
 //! with wakers whose wakes and drops are observed. Nothing sleeps for synchronisation and
 //! nothing waits unbounded.
 
+mod support;
+
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -32,21 +34,12 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// Set when dropped.
-struct DropFlag(Arc<AtomicBool>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
 /// A run that never polls its stop signal and never ends; counts its polls, flags its drop.
 fn stubborn(
     polls: Arc<AtomicUsize>,
     dropped: Arc<AtomicBool>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let flag = DropFlag(dropped);
+    let flag = support::DropFlag(dropped);
     futures::future::poll_fn(move |_cx| {
         let _owned = &flag;
         polls.fetch_add(1, Ordering::SeqCst);
@@ -626,7 +619,7 @@ fn a_run_pending_in_the_poll_that_aborted_it_is_not_polled_again() {
     let dropped = Arc::new(AtomicBool::new(false));
     let (h, p, d) = (handle.clone(), polls.clone(), dropped.clone());
     lc.service("suicidal", move |_stop| {
-        let flag = DropFlag(d);
+        let flag = support::DropFlag(d);
         futures::future::poll_fn(move |_cx| {
             let _owned = &flag;
             p.fetch_add(1, Ordering::SeqCst);

@@ -7,6 +7,8 @@
 //! `is_stopped` (a concurrent stop), a stand-in signal with the wrong cause, and a snapshot
 //! whose panicked count ran ahead of its admitted one.
 
+mod support;
+
 use std::alloc::System;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,25 +33,6 @@ static GLOBAL: &stats_alloc::StatsAlloc<System> = &stats_alloc::INSTRUMENTED_SYS
 fn net_heap() -> isize {
     let stats = GLOBAL.stats();
     stats.bytes_allocated as isize - stats.bytes_deallocated as isize
-}
-
-/// Silences the panics these probes cause on purpose (their messages contain "review-probe").
-fn quiet_probe_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let text = info
-                .payload()
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            if !text.contains("review-probe") {
-                default(info);
-            }
-        }));
-    });
 }
 
 /// `lc.wait()` on another thread, failing (not hanging) after `secs`.
@@ -173,7 +156,7 @@ struct Tally {
 }
 
 fn churn_round(round: u64, threads: usize, force: bool) {
-    quiet_probe_panics();
+    support::quiet_probe_panics();
     let start = Instant::now();
     let lc = Lifecycle::builder().grace(Duration::from_secs(60)).build();
     let tally = Arc::new(Tally::default());
@@ -620,7 +603,7 @@ fn ok_wait_dropped_and_recreated() {
 
 #[test]
 fn ok_panics_on_many_shards_during_drain() {
-    quiet_probe_panics();
+    support::quiet_probe_panics();
     for round in 0..40 {
         let lc = Lifecycle::new();
         let n = 12;
@@ -676,7 +659,7 @@ fn ok_panics_on_many_shards_during_drain() {
 
 #[test]
 fn ok_panics_racing_force() {
-    quiet_probe_panics();
+    support::quiet_probe_panics();
     for round in 0..40 {
         let lc = Lifecycle::new();
         let n = 8;
@@ -729,7 +712,7 @@ fn ok_panics_racing_force() {
 /// live and panicked at once. Each shard now counts its own panics under its lock.
 #[test]
 fn snapshot_counts_add_up_while_sessions_panic() {
-    quiet_probe_panics();
+    support::quiet_probe_panics();
     let lc = Lifecycle::new();
     let stop = Arc::new(AtomicBool::new(false));
     let hs: Vec<_> = (0..3)

@@ -324,3 +324,32 @@ pub fn assert_refused(server: &Server) {
         Ok(_) => panic!("a new connection was accepted after the listener closed"),
     }
 }
+
+/// Silences the panics a probe causes on purpose (their messages contain "review-probe");
+/// every other panic (a failed assertion) still prints.
+pub fn quiet_probe_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let text = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if !text.contains("review-probe") {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Sets its flag when dropped: whether a future (and what it owned) was dropped.
+pub struct DropFlag(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
