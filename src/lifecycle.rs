@@ -916,7 +916,9 @@ impl Future for Wait {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Report> {
         let this = &mut *self;
-        let shared = this.lifecycle.shared().clone();
+        // Borrowed, not cloned: two reference-count writes per poll saved (the drain's
+        // completion polls this once).
+        let shared = this.lifecycle.shared();
         loop {
             // The report first: once it exists, nothing else matters.
             if shared

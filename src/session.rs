@@ -351,6 +351,10 @@ struct Common {
     pending: AtomicU64,
     /// Guards the sessions that ended by a panic; taken inside a shard's registry lock.
     panicked: Mutex<Panicked>,
+    /// Set (under `panicked`) with the first session that ended by a panic, before its exit:
+    /// the census without locks skips `panicked` while it is clear (the drain's completion
+    /// path, issue 12).
+    any_panicked: AtomicBool,
     /// Set under the lifecycle's lock when the drain begins (before the stop broadcast
     /// fires): [`Session::is_stopped`] without the lifecycle, and `Lifecycle::is_stopped`.
     stopped: AtomicBool,
@@ -568,6 +572,8 @@ impl Shard {
             registry.panicked += 1;
             let mut panicked = lock(&self.common.panicked);
             panicked.count += 1;
+            // Relaxed: published by the exit below (a release), as the count is.
+            self.common.any_panicked.store(true, Ordering::Relaxed);
             if panicked.kept.len() < PANICKED_KEPT {
                 panicked
                     .kept
@@ -734,6 +740,7 @@ impl Sessions {
             // A gate and a registry per shard, and the close's own one.
             pending: AtomicU64::new(2 * count as u64 + 1),
             panicked: Mutex::new(Panicked::default()),
+            any_panicked: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             cause: std::sync::OnceLock::new(),
             shared,
@@ -905,6 +912,18 @@ impl Sessions {
             live += shard_live + shard.named_live.load(Ordering::Acquire);
             admitted += shard_admitted + shard.named_admitted.load(Ordering::Acquire);
             refused += shard.gate.refused();
+        }
+        // Relaxed: a session that ended by a panic set this before its exit, which the
+        // counts' Acquire reads above saw if they no longer count it live.
+        if !self.common.any_panicked.load(Ordering::Relaxed) {
+            return SessionCensus {
+                admitted,
+                refused,
+                live_unnamed: live,
+                live: Vec::new(),
+                panicked: Vec::new(),
+                panicked_count: 0,
+            };
         }
         let panicked = lock(&self.common.panicked);
         SessionCensus {

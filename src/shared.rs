@@ -132,8 +132,10 @@ pub(crate) struct Shared {
     /// Set at the stop, before `stop` fires: by service index, the stop signal of each
     /// service that still had a dependent running then (`None`: signalled by `stop`).
     held: OnceLock<Vec<Option<Broadcast>>>,
-    /// Fires when a final state is reached; the report is in the machine by then.
+    /// Fires when a final state is reached; [`report`](Self::report) is set by then.
     pub(crate) finished: Broadcast,
+    /// The final report, set once just before `finished` fires: read without a lock.
+    report: OnceLock<Report>,
     /// Guards the state machine and what hangs off its transitions.
     core: Mutex<Core>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -199,6 +201,7 @@ impl Shared {
             stop: Broadcast::new(),
             held: OnceLock::new(),
             finished: Broadcast::new(),
+            report: OnceLock::new(),
             core: Mutex::new(Core {
                 machine,
                 aborts: AbortSlots::default(),
@@ -519,7 +522,7 @@ impl Shared {
     }
 
     pub(crate) fn report(&self) -> Option<Report> {
-        lock(&self.core).machine.report().cloned()
+        self.report.get().cloned()
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
@@ -551,12 +554,30 @@ impl Shared {
     }
 
     /// Called by whoever saw the last session end after admission closed: forwards a census.
+    ///
+    /// When that ends the lifecycle with nothing else to do (its services had all ended, no
+    /// nested lifecycle to join: the usual last session), the report is published straight
+    /// away, without the general settle and its effects (issue 12: this is the drain's
+    /// completion path).
     #[cold]
     pub(crate) fn sessions_drained(self: &Arc<Self>) {
-        self.apply(|m, now| {
-            let census = self.sessions.census(now, m.census_needs_names(now));
-            m.handle_census(now, census)
-        });
+        let now = self.clock.now();
+        let mut core = lock(&self.core);
+        let census = self
+            .sessions
+            .census(now, core.machine.census_needs_names(now));
+        core.machine.handle_census(now, census);
+        if core.nested.is_empty() {
+            if let Some(report) = core.machine.take_lone_finish() {
+                drop(core);
+                self.finish(report, None);
+                return;
+            }
+        }
+        let mut effects = Effects::default();
+        self.settle(&mut core, now, &mut effects);
+        drop(core);
+        self.carry_out(effects);
     }
 
     /// The live view; see [`Lifecycle::snapshot`](crate::Lifecycle::snapshot).
@@ -787,11 +808,18 @@ impl Shared {
             // A `Wait` arms its timer for the earliest due restart: wake it to look again.
             self.queue.wake_drivers();
         }
-        let Some(report) = effects.finished else {
-            return;
-        };
+        if let Some(report) = effects.finished {
+            self.finish(report, effects.aborts);
+        }
+    }
+
+    /// Publishes the report of the machine's end, outside `core`: complains about the
+    /// sessions, aborts every run if the lifecycle was abandoned, fires what still waits,
+    /// and drops the services no driver picked up.
+    fn finish(&self, report: Report, aborts: Option<AbortSlots>) {
+        let hook = self.events.as_ref();
         complain::sessions(report.sessions());
-        if let Some(aborts) = effects.aborts {
+        if let Some(aborts) = aborts {
             // Each waker under `catch_unwind`, in `abort_all`.
             aborts.abort_all();
         }
@@ -802,15 +830,12 @@ impl Shared {
                 signal.fire();
             }
         }
+        let (state, exit_code) = (report.state(), report.exit_code());
+        // Before `finished` fires: a waiter that sees it fired reads the report.
+        let _ = self.report.set(report);
         self.finished.fire();
         // After `finished`: a hook that blocks cannot keep a waiter from its report.
-        event::emit(
-            hook,
-            Event::Ended {
-                state: report.state(),
-                exit_code: report.exit_code(),
-            },
-        );
+        event::emit(hook, Event::Ended { state, exit_code });
         // Services never picked up by a driver will never run now. Each reports itself
         // (ignored by an ended machine) and is dropped on its own, so one whose drop panics
         // does not keep the others alive.
@@ -821,7 +846,11 @@ impl Shared {
     /// `catch_unwind`. This also breaks the cycle queue → task → shared. Must not be called
     /// with `core` held.
     pub(crate) fn drop_queued_services(&self) {
-        for task in self.queue.close() {
+        let queued = self.queue.close();
+        if queued.is_empty() {
+            return;
+        }
+        for task in queued {
             quietly(|| drop(task));
         }
     }

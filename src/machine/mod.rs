@@ -526,7 +526,9 @@ enum Phase {
 #[derive(Debug)]
 struct Draining {
     cause: StopCause,
-    stopped: Instant,
+    /// When the drain began, counted from the machine's start (the report's `drained_in`
+    /// is then one `Instant` subtraction, not two).
+    stopped_after: Duration,
     /// `None`: no deadline (a grace too large to represent), only a force ends it.
     deadline: Option<Instant>,
     forced: bool,
@@ -990,7 +992,7 @@ impl Machine {
         };
         self.phase = Phase::Draining(Draining {
             cause,
-            stopped: now,
+            stopped_after: now.saturating_duration_since(self.started),
             deadline,
             forced: false,
             sessions_drained: false,
@@ -1581,6 +1583,24 @@ impl Machine {
         self.actions.pop_front()
     }
 
+    /// The report, if the machine has ended and its [`Action::Finish`] is the one thing left
+    /// for the driver (nothing to complain about, abort or re-time): the end a lifecycle's
+    /// last session usually brings, which the driver then carries out without its general
+    /// path. Takes that action; `None` (and nothing taken) otherwise.
+    pub(crate) fn take_lone_finish(&mut self) -> Option<Report> {
+        if self.actions.len() != 1 || self.rescheduled {
+            return None;
+        }
+        let Phase::Ended(report) = &self.phase else {
+            return None;
+        };
+        if !matches!(self.actions.front(), Some(Action::Finish)) {
+            return None;
+        }
+        self.actions.pop_front();
+        Some(report.clone())
+    }
+
     /// The final report, once the machine is in a terminal state; `None` before.
     pub fn report(&self) -> Option<&Report> {
         match &self.phase {
@@ -1672,30 +1692,36 @@ impl Machine {
             }
         }
         self.live = self.services.iter().filter(|s| s.is_live()).count();
-        let services = self
-            .services
-            .iter()
-            .map(|entry| {
-                let (at, outcome) = entry
-                    .ended
-                    .clone()
-                    .expect("an ending machine has no running service");
-                ServiceReport::new(
-                    entry.name.clone(),
-                    outcome,
-                    at.saturating_duration_since(entry.started),
-                    entry.attempts,
-                    entry.last_outcome.clone(),
-                )
-            })
-            .collect();
+        // No `collect` machinery for a lifecycle without services (sessions only).
+        let services = if self.services.is_empty() {
+            Vec::new()
+        } else {
+            self.services
+                .iter()
+                .map(|entry| {
+                    let (at, outcome) = entry
+                        .ended
+                        .clone()
+                        .expect("an ending machine has no running service");
+                    ServiceReport::new(
+                        entry.name.clone(),
+                        outcome,
+                        at.saturating_duration_since(entry.started),
+                        entry.attempts,
+                        entry.last_outcome.clone(),
+                    )
+                })
+                .collect()
+        };
+        let lifetime = now.saturating_duration_since(self.started);
+        let drained_in = lifetime.saturating_sub(d.stopped_after);
         let report = Report::new(
             state,
             Some(d.cause.clone()),
             d.forced,
             self.grace,
-            now.saturating_duration_since(d.stopped),
-            now.saturating_duration_since(self.started),
+            drained_in,
+            lifetime,
             services,
             census.into_report(abandon),
         );

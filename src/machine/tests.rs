@@ -180,6 +180,46 @@ fn the_deadline_asks_for_a_census_and_abandons_whatever_is_still_running() {
 }
 
 #[test]
+fn the_last_sessions_end_is_a_lone_finish_with_the_drain_timed_from_the_stop() {
+    let (mut m, t0) = machine();
+    let svc = m.add_service(t0, "svc").unwrap();
+    m.stop(t0 + secs(2), "deploy".into());
+    settle(&mut m, t0 + secs(2), &one_live("conn", secs(0)));
+    m.service_exited(t0 + secs(3), svc, Exit::Ok);
+    assert_eq!(m.take_lone_finish(), None, "not ended: a session is live");
+    settle(&mut m, t0 + secs(3), &one_live("conn", secs(1)));
+    m.handle_census(t0 + secs(5), empty());
+    let report = m
+        .take_lone_finish()
+        .expect("the finish is all there is to do");
+    assert_eq!(m.poll(), None, "taken");
+    assert_eq!(m.take_lone_finish(), None, "once");
+    assert_eq!(Some(&report), m.report());
+    assert_eq!(report.state(), State::Terminated);
+    assert_eq!(report.drained_in(), secs(3));
+    assert_eq!(report.lifetime(), secs(5));
+}
+
+#[test]
+fn an_abandoning_end_is_not_a_lone_finish() {
+    let (mut m, t0) = machine();
+    m.add_service(t0, "stuck").unwrap();
+    m.stop(t0, "deploy".into());
+    settle(&mut m, t0, &one_live("conn", secs(0)));
+    m.handle_timeout(t0 + GRACE);
+    // Past the slow-to-stop warning, to the deadline's census.
+    while m.poll().is_some_and(|action| action != Action::Census) {}
+    m.handle_census(t0 + GRACE, one_live("conn", GRACE));
+    assert_eq!(m.state(), State::Abandoned);
+    assert_eq!(
+        m.take_lone_finish(),
+        None,
+        "the abort and the complaint come first"
+    );
+    assert_eq!(m.poll(), Some(Action::Abandon), "nothing was taken");
+}
+
+#[test]
 fn a_census_at_the_deadline_with_nothing_left_terminates() {
     // The last session ended just before the deadline; its own report is still on its way.
     let (mut m, t0) = machine();

@@ -3,7 +3,8 @@
 //! The waiters' wakers are in a [`WakerSet`] under the lock; each waiter keeps the slot of
 //! its registration, so re-polling refreshes it in place and dropping a waiter removes it: no
 //! allocation per waiter once the set has grown. Firing takes every registration out of the
-//! set in O(1) under the lock, wakes them outside it, and hands the emptied storage back.
+//! set in O(1) under the lock, wakes them outside it, and hands the emptied storage back; a
+//! single registration (the usual `finished` waiter) is taken out in place instead.
 //!
 //! # Invariants
 //!
@@ -95,6 +96,13 @@ impl Broadcast {
         waiters.fired = true;
         // Release: pairs with the Acquire in `is_fired`.
         self.fired.store(true, Ordering::Release);
+        // The usual case, one waiter (a lifecycle's `Wait`): taken in place, so the waking
+        // path neither moves the buffer out nor takes the lock again to hand it back.
+        if let Some(((), waker)) = waiters.wakers.take_single() {
+            drop(waiters);
+            crate::complain::quietly(|| waker.wake());
+            return true;
+        }
         let mut woken = waiters.wakers.take_all();
         drop(waiters);
         for ((), waker) in woken.drain() {
@@ -148,6 +156,28 @@ mod tests {
             b.poll_wait(&mut fresh, &mut cx).is_ready(),
             "late waiters are ready at once"
         );
+    }
+
+    #[test]
+    fn a_single_waiter_is_taken_in_place_and_woken_once() {
+        let b = Broadcast::new();
+        let (count, waker) = counting();
+        let mut cx = Context::from_waker(&waker);
+        let mut key = None;
+        assert!(b.poll_wait(&mut key, &mut cx).is_pending());
+        assert!(
+            b.poll_wait(&mut key, &mut cx).is_pending(),
+            "refreshed in place"
+        );
+        assert_eq!(b.waiters(), 1);
+        assert!(b.fire());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(b.waiters(), 0, "nothing left registered");
+        assert!(!b.fire());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken once");
+        assert!(b.poll_wait(&mut key, &mut cx).is_ready());
+        assert_eq!(key, None);
+        b.cancel(&mut key);
     }
 
     #[test]

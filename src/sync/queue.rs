@@ -4,7 +4,7 @@
 //! Services are added rarely, so this is a plain lock around a `Vec` and a [`WakerSet`] of
 //! the drivers' wakers; its one job on the hot-ish path (the end of the lifecycle) is to
 //! close cheaply. A push takes every driver out of the set (they re-register on their next
-//! `take`), so a driver's key goes stale at each push and at the close; the set's keys are
+//! `take`), so a driver's key goes stale at each push; the set's keys are
 //! generation-checked, so a stale key names no registration.
 //!
 //! # Invariants
@@ -119,14 +119,15 @@ impl<T> Queue<T> {
     }
 
     /// Closes the queue and returns what was still in it (drop it outside any lock).
+    ///
+    /// The drivers' registrations stay where they are: nothing will wake them (nothing is
+    /// pushed any more) and each leaves with its own driver's `cancel` (a `Wait`'s drop) or
+    /// with the queue. Taking them out here put a free of their buffer on the lifecycle's
+    /// end, the drain's completion path (issue 12).
     pub(crate) fn close(&self) -> Vec<T> {
         let mut inner = lock(&self.inner);
         inner.closed = true;
-        let drivers = inner.drivers.take_all();
-        let items = mem::take(&mut inner.items);
-        drop(inner);
-        drop(drivers);
-        items
+        mem::take(&mut inner.items)
     }
 }
 
@@ -219,5 +220,53 @@ mod tests {
                 .is_empty()
         );
         queue.cancel(&mut key);
+    }
+
+    #[test]
+    fn close_leaves_a_drivers_registration_for_its_own_cancel() {
+        let queue = Queue::new();
+        let (count, waker) = counting(false);
+        let mut key = None;
+        assert!(
+            queue
+                .take(&mut key, &mut Context::from_waker(&waker))
+                .is_empty()
+        );
+        queue.push(1).unwrap();
+        assert_eq!(queue.take(&mut key, &mut Context::from_waker(&waker)), [1]);
+        assert_eq!(lock(&queue.inner).drivers.len(), 1);
+        queue.push(2).unwrap();
+        assert_eq!(wakes(&count), 2, "the take registered again");
+        assert_eq!(queue.close(), [2], "what was queued comes back");
+        assert_eq!(wakes(&count), 2, "the close wakes nobody");
+        // The push took the registration (its key is stale); a closed queue registers
+        // nothing new.
+        assert!(
+            queue
+                .take(&mut key, &mut Context::from_waker(&waker))
+                .is_empty()
+        );
+        assert_eq!(lock(&queue.inner).drivers.len(), 0);
+        let mut fresh = None;
+        queue.register(&mut fresh, &mut Context::from_waker(&waker));
+        assert_eq!(fresh, None, "closed: nothing registers");
+        assert_eq!(queue.push(3), Err(3));
+        assert_eq!(wakes(&count), 2);
+    }
+
+    #[test]
+    fn a_registration_kept_past_the_close_leaves_with_its_cancel() {
+        let queue: Queue<i32> = Queue::new();
+        let (count, waker) = counting(false);
+        let mut key = None;
+        queue.register(&mut key, &mut Context::from_waker(&waker));
+        assert!(queue.close().is_empty());
+        assert_eq!(lock(&queue.inner).drivers.len(), 1);
+        // The set holds a clone: the waker's count shows it.
+        assert_eq!(Arc::strong_count(&count), 3);
+        queue.cancel(&mut key);
+        assert_eq!(lock(&queue.inner).drivers.len(), 0);
+        assert_eq!(Arc::strong_count(&count), 2);
+        assert_eq!(wakes(&count), 0);
     }
 }

@@ -174,6 +174,23 @@ impl<D> WakerSet<D> {
         }
     }
 
+    /// Takes out the one registration there is, in place (no buffer changes hands, so there
+    /// is nothing to recycle); `None` when the set holds more than one, or none. Its key is
+    /// stale afterwards. Wake (or drop) it after releasing the lock.
+    pub(crate) fn take_single(&mut self) -> Option<(D, Waker)> {
+        if self.len != 1 {
+            return None;
+        }
+        let slot = self
+            .entries
+            .iter()
+            .position(|entry| matches!(entry, Entry::Occupied { .. }))?;
+        match self.vacate(slot) {
+            Entry::Occupied { data, waker, .. } => Some((data, waker)),
+            Entry::Vacant { .. } => unreachable!("an occupied slot was vacated"),
+        }
+    }
+
     /// Takes out the registrations whose data satisfies `pred`; their keys are stale
     /// afterwards, every other key stays valid. The taken ones are moved into the spare
     /// buffer, which allocates only while it is too small for them.
