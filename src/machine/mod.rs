@@ -1583,6 +1583,12 @@ impl Machine {
         self.actions.pop_front()
     }
 
+    /// Whether the driver has anything to do: an action to take, or a timer to look at
+    /// again ([`take_rescheduled`](Self::take_rescheduled)).
+    pub(crate) fn has_work(&self) -> bool {
+        !self.actions.is_empty() || self.rescheduled
+    }
+
     /// The report, if the machine has ended and its [`Action::Finish`] is the one thing left
     /// for the driver (nothing to complain about, abort or re-time): the end a lifecycle's
     /// last session usually brings, which the driver then carries out without its general
