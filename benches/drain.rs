@@ -6,6 +6,9 @@
 //! which must be ready. The futures are polled by hand with a no-op waker, so no executor's
 //! scheduling is measured, only the work of the primitives.
 //!
+//! A second group, `drain_completion_warm`, times each completion right after its own setup
+//! (caches warm), each with its own timer reading; `timer_only` is that reading's cost.
+//!
 //! Contenders: ours (an unnamed and a named session, `Lifecycle::wait`, which also writes the
 //! report); tokio-util `TaskTracker` (a token, `close`, `wait`); drain (a `Watch`,
 //! `Signal::drain`); async-shutdown (a delay token, `trigger_shutdown`,
@@ -117,6 +120,64 @@ fn drain_completion(c: &mut Criterion) {
     group.finish();
 }
 
+/// As `last_session_to_resolved`, warm: each completion's setup runs just before it, so the
+/// lines it touches are in cache, as when a server's last request ends. Each completion is
+/// timed on its own, so every figure includes one `Instant::now` pair: the `timer_only`
+/// contender measures that pair, to subtract before taking ratios.
+fn last_session_to_resolved_warm<G, F: Future>(
+    b: &mut Bencher<'_>,
+    mut setup: impl FnMut() -> (G, F),
+) {
+    b.iter_custom(|iters| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let (guard, future) = setup();
+            let mut future = std::pin::pin!(future);
+            let mut cx = Context::from_waker(noop_waker_ref());
+            assert!(
+                future.as_mut().poll(&mut cx).is_pending(),
+                "a session is live"
+            );
+            let start = std::time::Instant::now();
+            drop(guard);
+            let ready = future.as_mut().poll(&mut cx).is_ready();
+            total += start.elapsed();
+            assert!(ready, "the last session ended");
+        }
+        total
+    });
+}
+
+fn drain_completion_warm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("drain_completion_warm");
+    group.bench_function("timer_only", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = std::time::Instant::now();
+                std::hint::black_box(());
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.bench_function("ours_unnamed", |b| {
+        last_session_to_resolved_warm(b, || ours(false))
+    });
+    group.bench_function("ours_named", |b| {
+        last_session_to_resolved_warm(b, || ours(true))
+    });
+    group.bench_function("tokio_util_task_tracker_close_wait", |b| {
+        last_session_to_resolved_warm(b, || {
+            let tracker = TaskTracker::new();
+            let token = tracker.token();
+            tracker.close();
+            (token, async move { tracker.wait().await })
+        })
+    });
+    group.finish();
+}
+
 fn main() {
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -124,5 +185,6 @@ fn main() {
         .sample_size(30)
         .configure_from_args();
     drain_completion(&mut c);
+    drain_completion_warm(&mut c);
     c.final_summary();
 }

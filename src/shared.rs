@@ -16,6 +16,16 @@
 //! machine has ended, the report is in it and `finished` fires whatever that code does, so
 //! every `wait()` resolves with the report. Complaints come before `finished`, so a program
 //! that prints the report and exits has already logged them.
+//!
+//! # Two short paths
+//!
+//! - An input that leaves the machine nothing for the driver (no action, no timer to look
+//!   at again: a service's exit while others run, a service added) releases `core` and
+//!   returns; there is nothing to settle or carry out.
+//! - The usual end, the last session's exit after the services ended (nothing nested),
+//!   leaves the machine one action, its finish: [`Shared::sessions_drained`] publishes the
+//!   report directly ([`Shared::finish`], the tail of the general path), without building
+//!   the general path's effects.
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
